@@ -1,0 +1,58 @@
+"""GPT-1 (Radford et al. 2018): post-LN decoder with learned positions and no final norm."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lmforge.config import ModelConfig
+from lmforge.models.heads import Encoded, TransformerModel
+from lmforge.models.init import init_normal
+from lmforge.models.layers import MLP, Attention, KVCache
+
+
+class GPT1Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn, self.attn_norm = Attention(cfg, causal=True), nn.LayerNorm(cfg.d_model, eps=cfg.eps)
+        self.mlp, self.mlp_norm = MLP(cfg), nn.LayerNorm(cfg.d_model, eps=cfg.eps)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, want_attn: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        a, probs = self.attn(x, mask, cache, return_attention=want_attn)
+        x = self.attn_norm(x + a)  # post-norm, as in the original Transformer
+        x = self.mlp_norm(x + self.mlp(x))
+        return x, probs
+
+
+class GPT1(TransformerModel):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(GPT1Block(cfg) for _ in range(cfg.n_layer))
+        self._build_head()
+        init_normal(self, std=cfg.init_std)
+
+    def encode(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor | None,
+        position_ids: Tensor | None,
+        cache: list[KVCache] | None,
+        output_attentions: bool,
+    ) -> Encoded:
+        T = input_ids.shape[1]
+        pos = self._positions(input_ids, position_ids, cache)
+        x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
+        S = (cache[0].length if cache else 0) + T
+        masks = self._masks(attention_mask, T, S, input_ids.device)
+        attns: list[Tensor] | None = [] if output_attentions else None
+        for i, block in enumerate(self.blocks):
+            x, probs = block(x, masks[self.cfg.layer_attention(i)], cache[i] if cache else None, output_attentions)
+            if attns is not None:
+                attns.append(probs)
+        return Encoded(x, attns)

@@ -1,0 +1,68 @@
+"""GPT-2 (Radford et al. 2019), and GPT-3 (Brown et al. 2020) which is the same block with alternating
+dense and locally banded sparse attention layers (`model.attention_layers: [dense, banded]`)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lmforge.config import ModelConfig
+from lmforge.models.heads import Encoded, TransformerModel
+from lmforge.models.init import init_gpt2
+from lmforge.models.layers import MLP, Attention, KVCache
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm, self.attn = nn.LayerNorm(cfg.d_model, eps=cfg.eps, bias=cfg.bias), Attention(cfg, causal=True)
+        self.mlp_norm, self.mlp = nn.LayerNorm(cfg.d_model, eps=cfg.eps, bias=cfg.bias), MLP(cfg)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, want_attn: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        a, probs = self.attn(self.attn_norm(x), mask, cache, return_attention=want_attn)
+        x = x + a  # pre-norm; GPT-1 and BERT are post-norm: x = norm(x + attn(x))
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, probs
+
+
+class GPT2(TransformerModel):
+    """Token + learned position embeddings, pre-LN blocks, a final LayerNorm, tied LM head."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(GPT2Block(cfg) for _ in range(cfg.n_layer))
+        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.eps, bias=cfg.bias)
+        self._build_head()
+        init_gpt2(self)
+
+    def encode(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor | None,
+        position_ids: Tensor | None,
+        cache: list[KVCache] | None,
+        output_attentions: bool,
+    ) -> Encoded:
+        T = input_ids.shape[1]
+        pos = self._positions(input_ids, position_ids, cache)
+        x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
+        S = (cache[0].length if cache else 0) + T
+        masks = self._masks(attention_mask, T, S, input_ids.device)
+        attns: list[Tensor] | None = [] if output_attentions else None
+        for i, block in enumerate(self.blocks):
+            x, probs = block(x, masks[self.cfg.layer_attention(i)], cache[i] if cache else None, output_attentions)
+            if attns is not None:
+                attns.append(probs)
+        return Encoded(self.final_norm(x), attns)
+
+
+def gpt3_band_note() -> str:
+    """What `lmforge info` says about GPT-3's banded layers."""
+    return "alternating dense / locally banded attention (Sparse Transformer style); band width = model.band_width"
+

@@ -1,0 +1,204 @@
+"""Layers shared by every family: attention (over SDPA, with masks and a KV cache), MLPs, norms, RoPE."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmforge.config import ModelConfig
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module for a config name."""
+    return {
+        "gelu": nn.GELU(),  # exact erf GELU (BERT)
+        "gelu_tanh": nn.GELU(approximate="tanh"),  # GPT-2's "gelu_new"
+        "relu": nn.ReLU(),
+        "silu": nn.SiLU(),
+    }[name]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019): no mean subtraction, no bias."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # normalise in fp32: under bf16 autocast the mean of squares loses too many digits
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).type_as(x)
+
+
+def layer_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.family == "modern":
+        return RMSNorm(cfg.d_model, cfg.eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.eps, bias=cfg.bias)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: up, activation, down."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.bias)
+        self.act = activation(cfg.act)
+        self.down = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.down(self.act(self.up(x))))
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP (Shazeer 2020): down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.bias)
+        self.up = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.bias)
+        self.down = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al. 2021), half-split layout as in GPT-NeoX / Llama."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (T, D/2)
+        # not persistent: recomputed from the config, so checkpoints hold only learned weights
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate x (B, H, T, D) by the angles of `positions` (B, T) or (T,)."""
+        cos, sin = self.cos[positions], self.sin[positions]  # (B, T, D/2) or (T, D/2)
+        if cos.dim() == 3:
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
+        x1, x2 = x.float().chunk(2, dim=-1)
+        out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        return out.type_as(x)
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys and values of one layer: (B, H, T_max, D), filled up to `length`."""
+
+    k: Tensor
+    v: Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        shape = (batch, cfg.n_head, max_len, cfg.head_dim)
+        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, H, T, D) after the cached ones; return views of everything cached so far."""
+        T = k.shape[2]
+        end = self.length + T
+        if end > self.k.shape[2]:
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions; {end} were asked for")
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: Tensor) -> None:
+        """Select batch rows in place (beam search): row i becomes old row index[i]."""
+        self.k.copy_(self.k.index_select(0, index))
+        self.v.copy_(self.v.index_select(0, index))
+
+
+def build_attention_mask(
+    key_padding: Tensor | None,
+    T: int,
+    S: int,
+    causal: bool,
+    band_width: int | None,
+    device: torch.device,
+) -> Tensor | None:
+    """Boolean mask (B or 1, 1, T, S), True where a query may attend; None when SDPA can do without one.
+
+    Queries are the last T of S positions (S > T while decoding with a cache). `key_padding` is (B, S)
+    with 1 for real tokens. A query whose row would be empty (a left-pad token) keeps its own position,
+    so softmax never sees an all-masked row (SDPA returns NaN there); its output is ignored anyway.
+    """
+    if key_padding is None and band_width is None and (not causal or T == S or T == 1):
+        return None  # plain bidirectional, plain causal (is_causal) or a single query over its full past
+    q_pos = torch.arange(S - T, S, device=device).unsqueeze(1)  # (T, 1)
+    k_pos = torch.arange(S, device=device).unsqueeze(0)  # (1, S)
+    allowed = torch.ones(T, S, dtype=torch.bool, device=device)
+    if causal:
+        allowed = allowed & (k_pos <= q_pos)
+    if band_width is not None:
+        allowed = allowed & (q_pos - k_pos < band_width)
+    mask = allowed[None, None]  # (1, 1, T, S)
+    if key_padding is not None:
+        mask = mask & key_padding[:, None, None, :].bool()  # (B, 1, T, S)
+        mask = mask | (k_pos == q_pos)[None, None]
+    return mask
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection over F.scaled_dot_product_attention."""
+
+    def __init__(self, cfg: ModelConfig, causal: bool, rotary: Rotary | None = None) -> None:
+        super().__init__()
+        self.n_head, self.causal, self.rotary = cfg.n_head, causal, rotary
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.attn_dropout = cfg.attn_dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        positions: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if self.rotary is not None:
+            assert positions is not None, "the modern family passes positions for RoPE"
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, S, D), S = cached + T
+        S = k.shape[2]
+        # a caller passing a mask folds causality into it; SDPA rejects mask + is_causal together
+        is_causal = self.causal and mask is None and T == S and T > 1
+        dropout = self.attn_dropout if self.training else 0.0
+        if return_attention:
+            probs = _attention_probs(q, k, mask, is_causal)
+            y = F.dropout(probs, dropout, self.training) @ v
+        else:
+            probs = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+        y = self.resid_dropout(self.out(y.transpose(1, 2).reshape(B, T, C)))
+        return y, probs
+
+
+def _attention_probs(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
+    """Explicit softmax(q k^T / sqrt(D)), for callers that want to look at the attention maps."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    if is_causal:
+        T, S = scores.shape[-2:]
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.float().softmax(-1).type_as(q)

@@ -1,0 +1,61 @@
+"""A modern decoder, where GPT-3's line went next (Llama-style): RoPE instead of learned positions,
+RMSNorm instead of LayerNorm, a SwiGLU MLP, and no biases. Pre-norm like GPT-2."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lmforge.config import ModelConfig
+from lmforge.models.heads import Encoded, TransformerModel
+from lmforge.models.init import init_gpt2
+from lmforge.models.layers import Attention, KVCache, RMSNorm, Rotary, SwiGLU
+
+
+class ModernBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: Rotary) -> None:
+        super().__init__()
+        self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.eps), Attention(cfg, causal=True, rotary=rotary)
+        self.mlp_norm, self.mlp = RMSNorm(cfg.d_model, cfg.eps), SwiGLU(cfg)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, positions: Tensor, want_attn: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        a, probs = self.attn(self.attn_norm(x), mask, cache, positions, return_attention=want_attn)
+        x = x + a
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, probs
+
+
+class Modern(TransformerModel):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.rotary = Rotary(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(ModernBlock(cfg, self.rotary) for _ in range(cfg.n_layer))
+        self.final_norm = RMSNorm(cfg.d_model, cfg.eps)
+        self._build_head()
+        init_gpt2(self)
+
+    def encode(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor | None,
+        position_ids: Tensor | None,
+        cache: list[KVCache] | None,
+        output_attentions: bool,
+    ) -> Encoded:
+        T = input_ids.shape[1]
+        pos = self._positions(input_ids, position_ids, cache)
+        x = self.drop(self.tok_emb(input_ids))
+        S = (cache[0].length if cache else 0) + T
+        masks = self._masks(attention_mask, T, S, input_ids.device)
+        attns: list[Tensor] | None = [] if output_attentions else None
+        for i, block in enumerate(self.blocks):
+            mask = masks[self.cfg.layer_attention(i)]
+            x, probs = block(x, mask, cache[i] if cache else None, pos, output_attentions)
+            if attns is not None:
+                attns.append(probs)
+        return Encoded(self.final_norm(x), attns)

@@ -1,0 +1,1 @@
+"""Parameter, FLOPs, memory and time estimates."""
