@@ -1,0 +1,1 @@
+"""Model export/loading (io.py), Hugging Face maps (hf.py) and training state (state.py)."""
