@@ -6,7 +6,15 @@ import argparse
 import json
 from dataclasses import asdict
 
-from lmforge.config import GPT3_PAPER_PARAMS, PRESETS, ModelConfig, config_to_dict, load_config
+from lmforge.config import (
+    GPT3_PAPER_PARAMS,
+    PRESETS,
+    ModelConfig,
+    config_to_dict,
+    load_config,
+    model_config_from_dict,
+    parse_overrides,
+)
 from lmforge.errors import UsageError
 from lmforge.planning.params import summarize
 
@@ -51,11 +59,16 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         return 0
     if not args.preset and not args.config and not overrides:
         raise UsageError("give --preset NAME or --config FILE (see `lmforge info --list`)")
-    raw_over = list(overrides)
+    tree = parse_overrides(overrides)
+    if set(tree) - {"model"}:
+        raise UsageError(f"info takes only --model.FIELD overrides, not {sorted(set(tree) - {'model'})}")
+    model_raw = dict(tree.get("model", {}))
+    if args.config:
+        base = config_to_dict(load_config(args.config).model)
+        model_raw = {**base, **model_raw}
     if args.preset:
-        raw_over += ["--model.preset", args.preset]
-    run_cfg = load_config(args.config, raw_over or None)
-    cfg = run_cfg.model
+        model_raw["preset"] = args.preset
+    cfg = model_config_from_dict(model_raw, where="--model flags")
     s = summarize(cfg, args.context)
     result = {
         "preset": cfg.preset,
