@@ -47,7 +47,9 @@ class TrainState:
     model: nn.Module
     optimizer: Optimizer
     sampler: dict[str, Any] = field(default_factory=dict)  # the training batch source's state_dict()
-    scheduler: dict[str, Any] = field(default_factory=dict)  # the LR schedule is a function of the step; kept for checks
+    scheduler: dict[str, Any] = field(
+        default_factory=dict
+    )  # the LR schedule is a function of the step; kept for checks
     counters: dict[str, Any] = field(default_factory=dict)  # tokens seen, wall time, best val loss, ...
 
 

@@ -1,0 +1,293 @@
+"""The trainer: learning, determinism, exact resume (CLM and MLM), divergence, signals, logging."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import safetensors.torch
+import torch
+
+from lmforge.checkpoint.state import list_checkpoints
+from lmforge.config import ModelConfig, TrainConfig
+from lmforge.models import build_model
+from lmforge.tasks import Batch
+from lmforge.tasks.clm import CLMTask
+from lmforge.tasks.mlm import MLMTask
+from lmforge.training.optim import param_groups
+from lmforge.training.step import train_step
+from lmforge.training.trainer import Trainer, TrainingDivergedError, seed_everything
+
+V = 97
+
+
+class WindowBatches:
+    """In-memory CLM source: random windows of a token stream, resumable through a JSON state."""
+
+    def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int) -> None:
+        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> Batch:
+        starts = torch.randint(0, len(self.tokens) - self.seq_len - 1, (self.batch_size,), generator=self.gen)
+        x = torch.stack([self.tokens[s : s + self.seq_len + 1] for s in starts.tolist()])
+        return {"input_ids": x[:, :-1].contiguous(), "labels": x[:, 1:].contiguous()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.gen.get_state().tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
+
+
+class MaskedBatches(WindowBatches):
+    """In-memory MLM source: 15% of positions selected, 80/10/10 mask/random/keep, by its own generator."""
+
+    MASK = 1
+
+    def next_batch(self) -> Batch:
+        x = super().next_batch()["input_ids"]
+        selected = torch.rand(x.shape, generator=self.gen) < 0.15
+        selected[:, 0] = True  # never an empty selection
+        labels = torch.where(selected, x, torch.full_like(x, -100))
+        r = torch.rand(x.shape, generator=self.gen)
+        x = torch.where(selected & (r < 0.8), torch.full_like(x, self.MASK), x)
+        rand_tok = torch.randint(2, V, x.shape, generator=self.gen)
+        x = torch.where(selected & (r >= 0.8) & (r < 0.9), rand_tok, x)
+        return {"input_ids": x, "labels": labels}
+
+
+def tiny_model(family: str = "gpt2", **kw: Any) -> torch.nn.Module:
+    head = "mlm" if family == "bert" else "lm"
+    cfg = ModelConfig(family=family, head=head, vocab_size=V, n_layer=2, n_head=2, d_model=32, max_seq_len=32, **kw)
+    return build_model(cfg)
+
+
+def stream(n: int = 4000, seed: int = 0) -> torch.Tensor:
+    # a learnable stream: a repeated pseudo-random phrase of 50 tokens with noise
+    g = torch.Generator().manual_seed(seed)
+    phrase = torch.randint(2, V, (50,), generator=g)
+    tokens = phrase.repeat(n // 50 + 1)[:n].clone()
+    noise = torch.rand(n, generator=g) < 0.05
+    tokens[noise] = torch.randint(2, V, (int(noise.sum()),), generator=g)
+    return tokens
+
+
+def train_cfg(**kw: Any) -> TrainConfig:
+    base = dict(
+        max_steps=8,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=4,
+        eval_batches=2,
+        log_every=1,
+        checkpoint_every=0,
+        seed=7,
+        device="cpu",
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def run(
+    tmp: Path | None, objective: str = "clm", resume: bool = False, stop_after: int | None = None, **kw: Any
+) -> tuple[Any, torch.nn.Module]:
+    cfg = train_cfg(**kw)
+    seed_everything(cfg.seed)
+    family = "bert" if objective == "mlm" else "gpt2"
+    model = tiny_model(family, dropout=0.1)  # dropout: the global RNG must be restored too
+    source_cls = MaskedBatches if objective == "mlm" else WindowBatches
+    task = MLMTask() if objective == "mlm" else CLMTask()
+    tokens = stream()
+    trainer = Trainer(
+        cfg,
+        model,
+        task,
+        source_cls(tokens[:3500], 16, cfg.batch_size, cfg.seed),
+        make_val_batches=lambda: source_cls(tokens[3500:], 16, cfg.batch_size, 0),
+        run_dir=tmp,
+        progress=False,
+        tensorboard=False,
+    )
+    return trainer.fit(resume=resume, stop_after=stop_after), model
+
+
+def test_overfits_one_batch() -> None:
+    seed_everything(0)
+    model = tiny_model()
+    batch = WindowBatches(torch.randint(0, V, (200,)), 16, 4, seed=0).next_batch()
+    cfg = train_cfg(lr=1e-2, warmup_steps=0, schedule="constant", weight_decay=0.0)
+    from lmforge.training.optim import build_optimizer
+
+    opt = build_optimizer(model, cfg)
+    losses = [float(train_step(model, [batch], opt, CLMTask(), cfg).loss) for _ in range(100)]
+    assert abs(losses[0] - math.log(V)) < 0.3
+    assert losses[-1] < 0.1
+
+
+def test_same_seed_same_losses() -> None:
+    a, model_a = run(None)
+    b, model_b = run(None)
+    assert a.losses == b.losses
+    assert len(a.losses) == 8
+    c, _ = run(None, seed=8)
+    assert c.losses != a.losses
+
+
+def test_loss_decreases_and_val_is_logged(tmp_path: Path) -> None:
+    result, _ = run(tmp_path, max_steps=40, eval_every=20)
+    assert result.losses[-1] < result.losses[0] - 1.0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "split" not in r]
+    val_rows = [r for r in rows if r.get("split") == "val"]
+    assert [r["step"] for r in train_rows] == list(range(1, 41))
+    assert {"step", "loss", "lr", "tokens"} <= set(train_rows[0])
+    assert train_rows[-1]["tokens"] == 40 * 4 * 16
+    assert [r["step"] for r in val_rows] == [20, 40]
+    assert val_rows[-1]["perplexity"] == pytest.approx(math.exp(val_rows[-1]["loss"]))
+    assert [p.name for _, p in list_checkpoints(tmp_path)] == ["step-40"]
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_resume_is_exact(tmp_path: Path, objective: str) -> None:
+    straight, model_a = run(tmp_path / "a", objective, max_steps=8)
+    first, _ = run(tmp_path / "b", objective, max_steps=8, stop_after=4)
+    assert first.status == "stopped" and first.step == 4
+    resumed, model_b = run(tmp_path / "b", objective, max_steps=8, resume=True)
+    assert resumed.start_step == 4
+    assert first.losses + resumed.losses == straight.losses  # bit-exact on CPU, sampler and RNG included
+    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert straight.val[-1]["loss"] == resumed.val[-1]["loss"]
+    if objective == "mlm":
+        assert 0.0 <= resumed.val[-1]["masked_accuracy"] <= 1.0
+    # metrics.jsonl of the resumed run has each step once
+    steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+        if "split" not in json.loads(x)
+    ]
+    assert steps == list(range(1, 9))
+
+
+def test_resume_skips_corrupt_checkpoint(tmp_path: Path) -> None:
+    straight, _ = run(tmp_path / "a", max_steps=8)
+    run(tmp_path / "b", max_steps=8, checkpoint_every=2, keep_checkpoints=3, stop_after=6)
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")] == [2, 4, 6]
+    weights = tmp_path / "b" / "checkpoints" / "step-6" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # truncated, as by a full disk
+    with pytest.warns(UserWarning, match="step-6.*truncated"):
+        resumed, _ = run(tmp_path / "b", max_steps=8, checkpoint_every=2, resume=True)
+    assert resumed.start_step == 4
+    assert resumed.losses == straight.losses[4:]
+
+
+def test_grad_accum_matches_big_batch() -> None:
+    seed_everything(0)
+    model = tiny_model()
+    model2 = tiny_model()
+    model2.load_state_dict(model.state_dict())
+    src = WindowBatches(stream(), 16, 8, seed=3)
+    big = src.next_batch()
+    halves = [{k: v[:4] for k, v in big.items()}, {k: v[4:] for k, v in big.items()}]
+    cfg = train_cfg()
+    from lmforge.training.optim import build_optimizer
+
+    s1 = train_step(model, [big], build_optimizer(model, cfg), CLMTask(), cfg)
+    s2 = train_step(model2, halves, build_optimizer(model2, cfg), CLMTask(), cfg)
+    torch.testing.assert_close(s1.loss, s2.loss)
+    torch.testing.assert_close(s1.grad_norm, s2.grad_norm)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_bounds_the_update() -> None:
+    seed_everything(0)
+    model = tiny_model()
+    batch = WindowBatches(stream(), 16, 4, seed=0).next_batch()
+    cfg = train_cfg(max_grad_norm=1e-3)
+    from lmforge.training.optim import build_optimizer
+
+    opt = build_optimizer(model, cfg)
+    stats = train_step(model, [batch], opt, CLMTask(), cfg)
+    assert float(stats.grad_norm) > 1e-3  # reported before clipping
+    total = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters() if p.grad is not None))
+    assert float(total) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_no_weight_decay_on_biases_norms_embeddings() -> None:
+    model = tiny_model()
+    decay, no_decay = param_groups(model, 0.1)
+    decay_ids = {id(p) for p in decay["params"]}
+    named = dict(model.named_parameters())
+    assert id(named["tok_emb.weight"]) not in decay_ids  # also the tied lm_head
+    assert id(named["pos_emb.weight"]) not in decay_ids
+    assert id(named["blocks.0.attn.qkv.weight"]) in decay_ids
+    assert id(named["blocks.0.attn.qkv.bias"]) not in decay_ids
+    assert id(named["blocks.0.attn_norm.weight"]) not in decay_ids
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_bf16_autocast_trains() -> None:
+    result, _ = run(None, precision="bf16", max_steps=30)
+    assert all(math.isfinite(x) for x in result.losses)
+    assert result.losses[-1] < result.losses[0] - 0.5
+
+
+def test_nan_stops_and_names_step_and_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    original = CLMTask.loss
+
+    def poisoned(self: CLMTask, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        calls["n"] += 1
+        loss = original(self, model, batch)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(CLMTask, "loss", poisoned)
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step 5: loss=nan.*checkpoints/step-4"):
+        run(tmp_path, max_steps=8, checkpoint_every=2)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["event"] == "diverged" and rows[-1]["loss"] is None
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = CLMTask.loss
+    calls = {"n": 0}
+
+    def loss_then_signal(self: CLMTask, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, model, batch)
+
+    monkeypatch.setattr(CLMTask, "loss", loss_then_signal)
+    result, _ = run(tmp_path, max_steps=8)
+    assert result.status == "interrupted" and result.step == 3
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
+
+
+def test_checkpoint_holds_no_pickle(tmp_path: Path) -> None:
+    run(tmp_path, max_steps=2)
+    ckpt = tmp_path / "checkpoints" / "step-2"
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "trainer_state.json",
+    ]
+    opt = safetensors.torch.load_file(str(ckpt / "optimizer.safetensors"))
+    assert any(k.endswith(".exp_avg_sq") for k in opt)
+    meta = json.loads((ckpt / "trainer_state.json").read_text())
+    assert meta["step"] == 2 and meta["counters"]["tokens"] == 2 * 4 * 16
+
+
+def test_config_replace_keeps_validation() -> None:
+    with pytest.raises(Exception, match="batch_size=0"):
+        replace(train_cfg(), batch_size=0)
