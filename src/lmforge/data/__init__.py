@@ -1,0 +1,34 @@
+"""Data: corpus reading and cleaning, token shards, CLM/MLM batches, labelled task files.
+
+docs = read_documents(["corpus/"], DataConfig())                 # cleaned, deduplicated text
+prepare_shards(["corpus/"], tok, "data/shards", DataConfig())    # -> meta.json + train/val shards
+batches = CLMBatches(TokenShards("data/shards", "train"), seq_len=256, batch_size=16, seed=1)
+batch = batches.next_batch()                                     # {"input_ids": (B, T), "labels": (B, T)}
+"""
+
+from lmforge.data.batches import IGNORE_INDEX, CLMBatches, MLMBatches, mask_tokens
+from lmforge.data.prepare import PreparedData, prepare_shards, token_dtype
+from lmforge.data.reading import ReadStats, default_corpus_files, document_hash, expand_paths, read_documents
+from lmforge.data.shards import TokenShards, read_meta
+from lmforge.data.tasks import TASKS, TaskData, load_labels, read_task_file
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TASKS",
+    "CLMBatches",
+    "MLMBatches",
+    "PreparedData",
+    "ReadStats",
+    "TaskData",
+    "TokenShards",
+    "default_corpus_files",
+    "document_hash",
+    "expand_paths",
+    "load_labels",
+    "mask_tokens",
+    "prepare_shards",
+    "read_documents",
+    "read_meta",
+    "read_task_file",
+    "token_dtype",
+]
