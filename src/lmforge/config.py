@@ -199,6 +199,7 @@ class TokenizerConfig:
     vocab_size: int = 8192  # target size when training (char ignores it)
     lowercase: bool = False  # WordPiece only
     max_train_bytes: int = 200_000_000  # tokenizer training reads at most this many bytes (memory bound)
+    min_frequency: int = 2  # BPE/WordPiece: a merge or piece must occur this often to enter the vocab
 
     def __post_init__(self) -> None:
         problems = []
@@ -206,6 +207,8 @@ class TokenizerConfig:
             problems.append(f"vocab_size={self.vocab_size} must be >= 2")
         if self.max_train_bytes < 1:
             problems.append(f"max_train_bytes={self.max_train_bytes} must be >= 1")
+        if self.min_frequency < 1:
+            problems.append(f"min_frequency={self.min_frequency} must be >= 1")
         _problems_to_error("tokenizer", problems)
 
 
@@ -217,10 +220,19 @@ class DataConfig:
     text_field: str = "text"  # column/field of .jsonl/.csv/.tsv/.parquet inputs
     doc_mode: Literal["file", "blank_line", "line"] = "blank_line"  # how a .txt file splits into documents
     val_fraction: float = 0.05  # share of documents held out for validation (split by document hash)
+    val_count: int = 0  # hold out exactly this many documents (smallest hashes) instead; 0: use val_fraction
     min_doc_chars: int = 1  # drop documents shorter than this after cleaning
     dedupe: bool = True  # drop exact-duplicate documents
+    nfc: bool = True  # Unicode NFC normalisation
+    strip_control: bool = True  # remove control characters (keeps tab and newline)
+    normalize_whitespace: bool = True  # CRLF -> LF, no trailing spaces, 3+ newlines -> 2, trimmed (indents kept)
+    token_dtype: Literal["auto", "uint16", "uint32"] = "auto"  # shard dtype; auto: uint16 when the vocab fits
+    shard_tokens: int = 100_000_000  # tokens per shard file before a new one is started
+    sampling: Literal["random", "sequential"] = "random"  # CLM windows: random, or packed with each token once an epoch
     seq_len: int = 256  # tokens per training window
     mlm_probability: float = 0.15  # share of tokens selected for masking (MLM)
+    mask_rate: float = 0.8  # MLM: share of selected tokens replaced by [MASK]
+    random_rate: float = 0.1  # MLM: share of selected tokens replaced by a random token (the rest stay as they are)
     whole_word_mask: bool = False  # MLM masks every piece of a selected word (WordPiece)
     num_workers: int = 2  # processes used to tokenize
 
@@ -228,10 +240,21 @@ class DataConfig:
         problems = []
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.val_count < 0:
+            problems.append(f"val_count={self.val_count} must be >= 0")
+        if self.min_doc_chars < 0:
+            problems.append(f"min_doc_chars={self.min_doc_chars} must be >= 0")
+        if self.shard_tokens < 1024:
+            problems.append(f"shard_tokens={self.shard_tokens} must be >= 1024")
         if self.seq_len < 2:
             problems.append(f"seq_len={self.seq_len} must be >= 2")
         if not 0.0 < self.mlm_probability < 1.0:
             problems.append(f"mlm_probability={self.mlm_probability} must be in (0, 1)")
+        rates_ok = 0.0 <= self.mask_rate <= 1.0 and 0.0 <= self.random_rate <= 1.0
+        if not rates_ok or self.mask_rate + self.random_rate > 1.0:
+            problems.append(
+                f"mask_rate={self.mask_rate} and random_rate={self.random_rate} must be in [0, 1] and sum to <= 1"
+            )
         if self.num_workers < 1:
             problems.append(f"num_workers={self.num_workers} must be >= 1")
         _problems_to_error("data", problems)
