@@ -197,7 +197,7 @@ def _commit(tmp: Path, out_dir: Path, meta: dict[str, Any], tokenizer: Any) -> N
 
 # --- the pipeline -----------------------------------------------------------------------------------
 class _SplitWriter:
-    """Appends token arrays to `NAME-00000.bin`, starting a new shard every `shard_tokens` tokens."""
+    """Appends token arrays to `NAME-00000.bin`, starting a new shard every `shard_tokens` tokens exactly."""
 
     def __init__(self, directory: Path, name: str, dtype: np.dtype, shard_tokens: int) -> None:
         self.directory, self.name, self.dtype, self.shard_tokens = directory, name, dtype, shard_tokens
@@ -207,14 +207,15 @@ class _SplitWriter:
         self._tokens_in_shard = 0
 
     def write(self, tokens: np.ndarray, documents: int) -> None:
-        if not len(tokens):
-            return
-        if self._file is None or self._tokens_in_shard + len(tokens) > self.shard_tokens and self._tokens_in_shard:
-            self._roll()
-        self._file.write(tokens.astype(self.dtype, copy=False).tobytes())
-        self._tokens_in_shard += len(tokens)
-        self.shards[-1]["tokens"] = self._tokens_in_shard
         self.documents += documents
+        while len(tokens):
+            if self._file is None or self._tokens_in_shard == self.shard_tokens:
+                self._roll()
+            room = self.shard_tokens - self._tokens_in_shard  # a document may continue in the next shard
+            part, tokens = tokens[:room], tokens[room:]
+            self._file.write(part.astype(self.dtype, copy=False).tobytes())
+            self._tokens_in_shard += len(part)
+            self.shards[-1]["tokens"] = self._tokens_in_shard
 
     def _roll(self) -> None:
         self.close()

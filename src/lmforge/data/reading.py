@@ -86,10 +86,6 @@ class Unit:
 
 
 # --- finding files ------------------------------------------------------------------------------------
-def looks_like_path(s: str) -> bool:
-    return Path(s).exists() or glob.has_magic(s)
-
-
 def inner_suffix(path: Path) -> str:
     """The format suffix, looking through .gz: data.jsonl.gz -> .jsonl."""
     suffixes = [s.lower() for s in path.suffixes]

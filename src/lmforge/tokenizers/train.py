@@ -40,8 +40,8 @@ def train_tokenizer(
     """Train a tokenizer of `kind` ("char", "bpe", "wordpiece") on texts or on files.
 
     Args:
-        texts_or_files: an iterable of document strings, or file/directory/glob paths (a single str or
-            Path, or an iterable of Path objects, or of strings that all name existing paths or globs).
+        texts_or_files: an iterable of document strings, or paths: one str/Path (a file, directory or glob)
+            or a list of Path objects.
             Files are read with `lmforge.data.read_documents` under `data_cfg` (a DataConfig; default one).
         vocab_size: target vocabulary size including special tokens (char ignores it: every character seen).
         lowercase: WordPiece only: lowercase and strip accents, as uncased BERT does.
@@ -159,11 +159,6 @@ def _as_paths(x: Any) -> list[str | Path] | None:
         return [x]
     if isinstance(x, (list, tuple)) and x and all(isinstance(p, Path) for p in x):
         return list(x)
-    if isinstance(x, (list, tuple)) and x and all(isinstance(p, str) for p in x):
-        from lmforge.data.reading import looks_like_path
-
-        if all(looks_like_path(p) for p in x):
-            return list(x)
     return None
 
 
