@@ -123,12 +123,13 @@ def read_task_file(
     if not rows:
         raise DataError(f"{path}: no rows")
     cols = {"text": text_column, "text_pair": text_pair_column, "label": label_column}
+    if task == "token-classification":  # jsonl with list-valued token and tag fields
+        raw_texts = [r[text_column] for _, r in rows]
+        return _token_task_from_lists(path, raw_texts, [(line, r[label_column]) for line, r in rows], label_names, cols)
     texts = [_as_text(r[text_column]) for _, r in rows]
     pairs = [_as_text(r[text_pair_column]) for _, r in rows] if text_pair_column is not None else None
     raw_labels = [(line, r[label_column]) for line, r in rows]
     _check_no_missing(path, label_column, raw_labels)
-    if task == "token-classification":  # jsonl with list-valued fields
-        return _token_task_from_lists(path, texts, raw_labels, label_names, cols)
     if task == "regression":
         labels = []
         for line, v in raw_labels:
