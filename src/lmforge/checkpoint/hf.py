@@ -81,6 +81,8 @@ def model_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") 
                 activation=_HF_ACT[act],
                 norm_eps=hf_config.get("layer_norm_eps", 1e-12),
                 init_std=hf_config.get("initializer_range", 0.02),
+                dropout=hf_config.get("hidden_dropout_prob", 0.0),
+                attn_dropout=hf_config.get("attention_probs_dropout_prob", 0.0),
                 pad_token_id=hf_config.get("pad_token_id"),
             )
         act = hf_config.get("activation_function", "gelu_new")
@@ -103,6 +105,8 @@ def model_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") 
             norm_eps=hf_config.get("layer_norm_epsilon", 1e-5),
             init_std=hf_config.get("initializer_range", 0.02),
             tie_embeddings=hf_config.get("tie_word_embeddings", True),
+            dropout=hf_config.get("resid_pdrop", 0.0),
+            attn_dropout=hf_config.get("attn_pdrop", 0.0),
             pad_token_id=hf_config.get("pad_token_id"),
         )
     except KeyError as e:
