@@ -26,10 +26,18 @@ SHAPES = {
     # name: (family, hf kwargs, batch, seq)
     "gpt2-124m": ("gpt2", dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024), 2, 256),
     "gpt-mini": ("gpt2", dict(n_layer=6, n_head=6, n_embd=384, vocab_size=8192, n_positions=256), 8, 256),
-    "bert-minilm": ("bert", dict(num_hidden_layers=6, num_attention_heads=12, hidden_size=384, intermediate_size=1536,
-                                 vocab_size=30522), 16, 128),
-    "bert-base": ("bert", dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768,
-                               intermediate_size=3072, vocab_size=30522), 4, 128),
+    "bert-minilm": (
+        "bert",
+        dict(num_hidden_layers=6, num_attention_heads=12, hidden_size=384, intermediate_size=1536, vocab_size=30522),
+        16,
+        128,
+    ),
+    "bert-base": (
+        "bert",
+        dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768, intermediate_size=3072, vocab_size=30522),
+        4,
+        128,
+    ),
 }
 
 
@@ -41,11 +49,21 @@ def build_pair(family: str, kw: dict) -> tuple[torch.nn.Module, torch.nn.Module]
     torch.manual_seed(0)
     if family == "gpt2":
         # dropout 0 on both sides, as in modern pretraining; bos/eos inside the vocab to keep HF quiet
-        hf = GPT2LMHeadModel(GPT2Config(**kw, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
-                                        eos_token_id=0, attn_implementation="sdpa"))
+        hf = GPT2LMHeadModel(
+            GPT2Config(
+                **kw,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                bos_token_id=0,
+                eos_token_id=0,
+                attn_implementation="sdpa",
+            )
+        )
     else:
-        hf = BertForMaskedLM(BertConfig(**kw, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                                        attn_implementation="sdpa"))
+        hf = BertForMaskedLM(
+            BertConfig(**kw, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="sdpa")
+        )
     ours = model_from_hf(hf)
     assert ours.cfg.dropout == 0.0 and ours.cfg.attn_dropout == 0.0
     return hf.train(), ours.train()
@@ -104,8 +122,10 @@ def main() -> None:
         for precision in args.precision:
             r = bench(shape, precision, args.steps)
             rows.append(r)
-            print(f"{r['shape']:<12} {r['precision']:<5} {r['reference_tok_s']:>16,.0f} {r['lmforge_tok_s']:>14,.0f} "
-                  f"{r['ratio']:>6.2f}")
+            print(
+                f"{r['shape']:<12} {r['precision']:<5} {r['reference_tok_s']:>16,.0f} {r['lmforge_tok_s']:>14,.0f} "
+                f"{r['ratio']:>6.2f}"
+            )
     if args.json:
         print(json.dumps(rows))
 

@@ -39,8 +39,12 @@ class ModelConfig:
     """Shape and architecture of one transformer; everything `build_model` needs."""
 
     preset: str | None = None  # name the shape came from (see `lmforge info --list`); explicit fields override it
-    family: Family = "gpt2"  # gpt1: post-LN decoder; gpt2: pre-LN decoder (also GPT-3); bert: post-LN encoder; modern: RoPE/RMSNorm/SwiGLU decoder
-    head: Head = "lm"  # lm: next-token logits; mlm: masked-token logits; sequence: one vector per input; token: one per token; none: hidden states
+    # gpt1: post-LN decoder; gpt2: pre-LN decoder (also GPT-3); bert: post-LN encoder;
+    # modern: RoPE/RMSNorm/SwiGLU decoder
+    family: Family = "gpt2"
+    # lm: next-token logits; mlm: masked-token logits; sequence: one output per input; token: one per token;
+    # none: hidden states only
+    head: Head = "lm"
     num_labels: int = 2  # outputs of a sequence/token head (1 = regression)
     vocab_size: int = 8192  # tokenizer size; pad to a multiple of 64 for faster lm_head matmuls
     n_layer: int = 4
@@ -49,7 +53,8 @@ class ModelConfig:
     d_ff: int = 0  # MLP hidden width; 0 means 4 * d_model (8/3 * d_model rounded to 64 for the modern family)
     max_seq_len: int = 256  # learned positions (or the RoPE cache) cover this many tokens
     type_vocab_size: int = 2  # BERT segment embeddings (sentence A / B)
-    activation: Activation | None = None  # None picks the family's own: gelu (BERT, GPT-1), gelu_tanh (GPT-2), silu (modern)
+    # None picks the family's own: gelu (BERT, GPT-1), gelu_tanh (GPT-2), silu (modern)
+    activation: Activation | None = None
     norm_eps: float = 0.0  # 0 picks the family's own: 1e-12 (BERT), 1e-5 (GPT), 1e-6 (modern)
     bias: bool = True  # biases in linear layers and norms (the modern family has none)
     tie_embeddings: bool = True  # lm/mlm decoder shares the token embedding matrix
@@ -349,13 +354,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{where}={value!r} is not one of {list(choices)}{_suggest(str(value), map(str, choices))}")
+            hint = _suggest(str(value), map(str, choices))
+            raise ConfigError(f"{where}={value!r} is not one of {list(choices)}{hint}")
         return value
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            if type(None) in get_args(tp):
-                return None
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
+        if is_null and type(None) in get_args(tp):
+            return None
         errors = []
         for arg in args:
             try:

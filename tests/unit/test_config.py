@@ -23,8 +23,18 @@ from lmforge.planning.params import summarize
 def test_yaml_then_flags_coerced_to_field_types(tmp_path: Path) -> None:
     f = tmp_path / "run.yaml"
     f.write_text("model:\n  preset: gpt-micro\n  n_layer: 2\ntrain:\n  lr: 1e-3\n  max_steps: 10\n")
-    cfg = load_config(f, ["--train.lr=3e-4", "--model.d_model", "64", "--train.compile", "true",
-                          "--model.attention_layers", "dense,banded"])
+    cfg = load_config(
+        f,
+        [
+            "--train.lr=3e-4",
+            "--model.d_model",
+            "64",
+            "--train.compile",
+            "true",
+            "--model.attention_layers",
+            "dense,banded",
+        ],
+    )
     assert isinstance(cfg, RunConfig)
     assert cfg.model.n_layer == 2 and cfg.model.d_model == 64 and cfg.model.n_head == 4  # preset kept the rest
     assert cfg.train.lr == pytest.approx(3e-4) and cfg.train.max_steps == 10 and cfg.train.compile is True
@@ -39,8 +49,21 @@ def test_saved_config_reloads_identically(tmp_path: Path) -> None:
 
 def test_unknown_key_suggests_closest_and_all_problems_are_collected() -> None:
     with pytest.raises(ConfigError) as e:
-        load_config(None, ["--model.n_layr", "3", "--train.lr", "fast", "--trian.seed", "1", "--model.d_model", "100",
-                           "--model.n_head", "3"])
+        load_config(
+            None,
+            [
+                "--model.n_layr",
+                "3",
+                "--train.lr",
+                "fast",
+                "--trian.seed",
+                "1",
+                "--model.d_model",
+                "100",
+                "--model.n_head",
+                "3",
+            ],
+        )
     msg = str(e.value)
     assert "unknown key 'model.n_layr' (did you mean 'n_layer'?)" in msg
     assert "train.lr='fast' is not a number" in msg
@@ -49,8 +72,11 @@ def test_unknown_key_suggests_closest_and_all_problems_are_collected() -> None:
 
 
 def test_literal_field_lists_choices() -> None:
-    with pytest.raises(ConfigError, match=r"model.family='gtp2' is not one of \['gpt1', 'gpt2', 'bert', 'modern'\] "
-                                          r"\(did you mean 'gpt2'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.family='gtp2' is not one of \['gpt1', 'gpt2', 'bert', 'modern'\] "
+        r"\(did you mean 'gpt2'\?\)",
+    ):
         load_config(None, {"model": {"family": "gtp2"}})
 
 

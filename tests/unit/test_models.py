@@ -88,8 +88,10 @@ def test_gpt3_alternates_dense_and_banded() -> None:
     assert (m(ids).logits[0, -1] - m(changed).logits[0, -1]).abs().max() > 1e-5
 
 
-@pytest.mark.parametrize("family,extra", [("gpt1", {}), ("gpt2", {}), ("modern", {}),
-                                          ("gpt2", {"attention_layers": ("dense", "banded"), "band_width": 5})])
+@pytest.mark.parametrize(
+    "family,extra",
+    [("gpt1", {}), ("gpt2", {}), ("modern", {}), ("gpt2", {"attention_layers": ("dense", "banded"), "band_width": 5})],
+)
 def test_kv_cache_matches_full_recompute(family: str, extra: dict) -> None:
     torch.manual_seed(0)
     cfg = tiny(family, **extra)
@@ -158,9 +160,10 @@ def test_tying_survives_meta_init_and_to_empty(family: str) -> None:
 def test_untied_head_is_separate() -> None:
     m = build_model(tiny("gpt2", tie_embeddings=False))
     assert m.lm_head.weight is not m.tok_emb.weight
-    assert sum(p.numel() for p in m.parameters()) == sum(
-        p.numel() for p in build_model(tiny("gpt2")).parameters()
-    ) + V * 32
+    assert (
+        sum(p.numel() for p in m.parameters())
+        == sum(p.numel() for p in build_model(tiny("gpt2")).parameters()) + V * 32
+    )
 
 
 def test_gpt2_init_scales_residual_projections() -> None:

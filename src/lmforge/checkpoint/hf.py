@@ -89,7 +89,9 @@ def model_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") 
         if act not in _HF_ACT:
             raise CheckpointError(f"{where}: activation_function={act!r} is not supported")
         if hf_config.get("scale_attn_by_inverse_layer_idx") or hf_config.get("reorder_and_upcast_attn"):
-            raise CheckpointError(f"{where}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
+            raise CheckpointError(
+                f"{where}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported"
+            )
         d_model = hf_config["n_embd"]
         return ModelConfig(
             family="gpt2",
@@ -230,8 +232,12 @@ def _gpt2_pairs(cfg: ModelConfig) -> tuple[list[tuple[str, str]], set[str]]:
     conv1d: set[str] = set()
     for i in range(cfg.n_layer):
         ours, hf = f"blocks.{i}.", f"{p}h.{i}."
-        for o, h in (("attn.qkv", "attn.c_attn"), ("attn.out", "attn.c_proj"), ("mlp.up", "mlp.c_fc"),
-                     ("mlp.down", "mlp.c_proj")):
+        for o, h in (
+            ("attn.qkv", "attn.c_attn"),
+            ("attn.out", "attn.c_proj"),
+            ("mlp.up", "mlp.c_fc"),
+            ("mlp.down", "mlp.c_proj"),
+        ):
             pairs += [(f"{ours}{o}.weight", f"{hf}{h}.weight"), (f"{ours}{o}.bias", f"{hf}{h}.bias")]
             conv1d.add(f"{hf}{h}.weight")
         for o, h in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
@@ -247,8 +253,10 @@ def _gpt2_pairs(cfg: ModelConfig) -> tuple[list[tuple[str, str]], set[str]]:
 def _tied_hf_names(cfg: ModelConfig) -> dict[str, str]:
     """HF names that may be absent from a file because they are tied to another tensor."""
     if cfg.family == "bert" and cfg.head == "mlm":
-        return {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-                "cls.predictions.decoder.bias": "cls.predictions.bias"}
+        return {
+            "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+            "cls.predictions.decoder.bias": "cls.predictions.bias",
+        }
     if cfg.family == "gpt2" and cfg.head == "lm" and cfg.tie_embeddings:
         return {"lm_head.weight": "transformer.wte.weight"}
     return {}
@@ -299,8 +307,10 @@ def from_hf(sd: dict[str, Tensor], cfg: ModelConfig, where: str = "model.safeten
     used.update(_tied_hf_names(cfg))
     extra = sorted(k for k in sd if k not in used and not k.endswith(_IGNORED_HF_SUFFIXES))
     if missing:
-        raise CheckpointError(f"{where}: {len(missing)} tensors missing (e.g. {missing[:3]}); is this really a "
-                              f"{_arch_name(cfg)} checkpoint?")
+        raise CheckpointError(
+            f"{where}: {len(missing)} tensors missing (e.g. {missing[:3]}); is this really a "
+            f"{_arch_name(cfg)} checkpoint?"
+        )
     if extra:
         raise CheckpointError(f"{where}: {len(extra)} unexpected tensors (e.g. {extra[:3]}) for {_arch_name(cfg)}")
     return {k: v.contiguous() for k, v in out.items()}
@@ -338,10 +348,11 @@ def _align_prefix(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
     want = _prefix(cfg)
     has_prefix = any(k.startswith(base) for k in sd)
     if want == "" and has_prefix:  # e.g. BertModel loaded from a BertForMaskedLM file: drop head weights
-        return {k[len(base):]: v for k, v in sd.items() if k.startswith(base)}
+        return {k[len(base) :]: v for k, v in sd.items() if k.startswith(base)}
     if want == base and not has_prefix:
-        return {(k if k.startswith(("cls.", "classifier.", "lm_head.", "score.")) else base + k): v
-                for k, v in sd.items()}
+        return {
+            (k if k.startswith(("cls.", "classifier.", "lm_head.", "score.")) else base + k): v for k, v in sd.items()
+        }
     return sd
 
 
@@ -362,6 +373,10 @@ def load_weights(model: Any, state: dict[str, Tensor], where: str) -> None:
     """Copy `state` into `model`, naming missing/unexpected tensors and shape mismatches."""
     own = model.state_dict()
     tied = {"lm_head.weight", "mlm_head.decoder.weight"} if model.cfg.tie_embeddings else set()
+    if tied and "tok_emb.weight" not in state:  # a writer that kept the decoder's name for the shared matrix
+        for name in tied:
+            if name in state:
+                state = {**state, "tok_emb.weight": state[name]}
     missing = sorted(k for k in own if k not in state and k not in tied)
     extra = sorted(k for k in state if k not in own)
     if missing:

@@ -2,7 +2,7 @@
 
 An lmforge export (and the final weights of a run directory) is::
 
-    DIR/config.json          {"format": "lmforge", "lmforge_version": ..., "model": {ModelConfig fields}, "labels": [...]}
+    DIR/config.json          {"format": "lmforge", "lmforge_version", "model": {ModelConfig fields}, "labels"}
     DIR/model.safetensors    our state dict; a tied decoder is stored once, as tok_emb.weight
     DIR/tokenizer.json       when a tokenizer was given
 
@@ -29,8 +29,7 @@ from torch import Tensor
 
 from lmforge.checkpoint.hf import from_hf, load_weights, model_config_from_hf
 from lmforge.config import ModelConfig, config_to_dict, model_config_from_dict
-from lmforge.errors import ConfigError
-from lmforge.errors import CheckpointError
+from lmforge.errors import CheckpointError, ConfigError
 from lmforge.models import TransformerModel, build_model
 
 FORMAT = "lmforge"
@@ -91,8 +90,9 @@ def model_state_for_saving(model: TransformerModel) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
-def save_model(model: TransformerModel, out_dir: str | Path, tokenizer: Any = None,
-               labels: list[str] | None = None) -> Path:
+def save_model(
+    model: TransformerModel, out_dir: str | Path, tokenizer: Any = None, labels: list[str] | None = None
+) -> Path:
     """Write config.json + model.safetensors (+ tokenizer.json) to out_dir, each file atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,9 @@ def read_weights(path: Path) -> dict[str, Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e}); the file is corrupt or truncated") from e
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file ({e}); the file is corrupt or truncated"
+            ) from e
     if path.name.endswith(".bin") or path.suffix in (".pt", ".pth"):
         try:
             # weights_only: a plain tensor dict is read; any pickled code is refused, never executed
@@ -190,7 +192,9 @@ def resolve_model_dir(path: str | Path) -> ModelSource:
     )
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> TransformerModel:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> TransformerModel:
     """Load a model in eval mode from a run directory, an lmforge export or a Hugging Face checkpoint dir."""
     src = resolve_model_dir(path)
     state = read_weights(src.weights)
@@ -218,8 +222,9 @@ def _init_non_persistent(model: TransformerModel) -> None:
             module.cos, module.sin = fresh.cos, fresh.sin
 
 
-def export_hf(model: TransformerModel, out_dir: str | Path, tokenizer: Any = None,
-              labels: list[str] | None = None) -> Path:
+def export_hf(
+    model: TransformerModel, out_dir: str | Path, tokenizer: Any = None, labels: list[str] | None = None
+) -> Path:
     """Write an HF checkpoint directory (config.json, model.safetensors, tokenizer files) for `model`."""
     from lmforge.checkpoint.hf import hf_config_from_model, to_hf
 
@@ -247,8 +252,14 @@ def export_hf(model: TransformerModel, out_dir: str | Path, tokenizer: Any = Non
 def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     """Copy tokenizer files that sit beside a model (tokenizer.json, vocab files, configs)."""
     copied = []
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                 "merges.txt"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+    ):
         if (src / name).is_file():
             shutil.copyfile(src / name, dst / name)
             copied.append(name)

@@ -86,7 +86,11 @@ def _write_tokenizer_config(dst: Path, family: str) -> None:
     )
     tok = json.loads((dst / "tokenizer.json").read_text(encoding="utf-8"))
     vocab = set((tok.get("model") or {}).get("vocab") or {})
-    present = {k: v for k, v in specials.items() if v in vocab or any(a.get("content") == v for a in tok.get("added_tokens", []))}
+    present = {
+        k: v
+        for k, v in specials.items()
+        if v in vocab or any(a.get("content") == v for a in tok.get("added_tokens", []))
+    }
     (dst / "tokenizer_config.json").write_text(
         json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", **present}, indent=2), encoding="utf-8"
     )

@@ -81,8 +81,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{cfg.preset or 'custom'}: family={cfg.family} head={cfg.head} layers={cfg.n_layer} d_model={cfg.d_model} "
-          f"heads={cfg.n_head} d_ff={cfg.ff_dim} vocab={cfg.vocab_size} context={cfg.max_seq_len}")
+    print(
+        f"{cfg.preset or 'custom'}: family={cfg.family} head={cfg.head} layers={cfg.n_layer} d_model={cfg.d_model} "
+        f"heads={cfg.n_head} d_ff={cfg.ff_dim} vocab={cfg.vocab_size} context={cfg.max_seq_len}"
+    )
     if len(set(cfg.attention_layers)) > 1 or "banded" in cfg.attention_layers:
         print(f"  attention layers: {', '.join(cfg.attention_layers)} (cycled), band width {cfg.band_width}")
     print(f"  parameters:      {s.n_params:>18,}")

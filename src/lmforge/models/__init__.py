@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from lmforge.config import ModelConfig
@@ -17,16 +19,8 @@ FAMILIES: dict[str, type[TransformerModel]] = {"gpt1": GPT1, "gpt2": GPT2, "bert
 
 def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> TransformerModel:
     """Build the model `cfg` describes; on device="meta" no memory is allocated (for counting)."""
-    with torch.device(device) if device is not None else _nullcontext():
+    with torch.device(device) if device is not None else contextlib.nullcontext():
         return FAMILIES[cfg.family](cfg)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 __all__ = ["FAMILIES", "KVCache", "ModelOutput", "TransformerModel", "build_model"]

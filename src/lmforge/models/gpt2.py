@@ -65,4 +65,3 @@ class GPT2(TransformerModel):
 def gpt3_band_note() -> str:
     """What `lmforge info` says about GPT-3's banded layers."""
     return "alternating dense / locally banded attention (Sparse Transformer style); band width = model.band_width"
-

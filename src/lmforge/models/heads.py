@@ -70,9 +70,7 @@ class ClassifierHead(nn.Module):
         return self.proj(self.dropout(h))
 
 
-def last_token_index(
-    input_ids: Tensor, attention_mask: Tensor | None, pad_token_id: int | None
-) -> Tensor:  # (B,)
+def last_token_index(input_ids: Tensor, attention_mask: Tensor | None, pad_token_id: int | None) -> Tensor:  # (B,)
     """Index of the last real token per row, for GPT sequence heads (right or left padding)."""
     B, T = input_ids.shape
     if attention_mask is not None:
@@ -155,9 +153,7 @@ class TransformerModel(nn.Module):
         return out
 
     # -- helpers for subclasses -----------------------------------------------------------------------
-    def _masks(
-        self, attention_mask: Tensor | None, T: int, S: int, device: torch.device
-    ) -> dict[str, Tensor | None]:
+    def _masks(self, attention_mask: Tensor | None, T: int, S: int, device: torch.device) -> dict[str, Tensor | None]:
         """One boolean mask per attention kind used by this model (dense, banded)."""
         cfg = self.cfg
         kinds = set(cfg.attention_layers[: cfg.n_layer])
@@ -173,9 +169,7 @@ class TransformerModel(nn.Module):
         start = cache[0].length if cache else 0
         T = input_ids.shape[1]
         if start + T > self.cfg.max_seq_len:
-            raise ValueError(
-                f"sequence of {start + T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}"
-            )
+            raise ValueError(f"sequence of {start + T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}")
         return torch.arange(start, start + T, device=input_ids.device)
 
     @property
