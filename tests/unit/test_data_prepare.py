@@ -233,30 +233,33 @@ def test_shard_slices_cross_files(tmp_path: Path, tok: Tokenizer) -> None:
         TokenShards(out, "test")
 
 
-def test_pool_keeps_a_bounded_number_of_units_in_flight(
+def test_pool_keeps_a_bounded_amount_of_text_in_flight(
     tmp_path: Path, tok: Tokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # memory stays flat because the reader runs at most 2 x num_workers units ahead of the writer
+    # memory stays flat because the reader runs at most 2 x num_workers tasks of TASK_BYTES ahead of the writer
     files = corpus(tmp_path, n_files=6, n_docs=100)
-    counts = {"read": 0, "written": 0, "max_ahead": 0}
+    unit_bytes, task_bytes = 512, 2048
+    seen = {"read": 0, "written": 0, "max_ahead": 0}
     real_units, real_pool = prepare_mod.iter_units, prepare_mod._run_pool
 
     def units(*args, **kwargs):
-        for u in real_units(files, CFG, unit_bytes=512):
-            counts["read"] += 1
-            counts["max_ahead"] = max(counts["max_ahead"], counts["read"] - counts["written"])
+        for u in real_units(files, CFG, unit_bytes=unit_bytes):
+            seen["read"] += u.nbytes
+            seen["max_ahead"] = max(seen["max_ahead"], seen["read"] - seen["written"])
             yield u
 
     def pool(files, tokenizer, cfg, sep_id, consume):
         def counting(enc):
-            counts["written"] += 1
+            seen["written"] += enc.nbytes
             consume(enc)
 
         return real_pool(files, tokenizer, cfg, sep_id, counting)
 
     monkeypatch.setattr(prepare_mod, "iter_units", units)
     monkeypatch.setattr(prepare_mod, "_run_pool", pool)
+    monkeypatch.setattr(prepare_mod, "TASK_BYTES", task_bytes)
     result = prepare_shards(files, tok, tmp_path / "out", dataclasses.replace(CFG, num_workers=2), progress=False)
-    assert counts["read"] == counts["written"] > 20
-    assert counts["max_ahead"] <= 2 * 2 + 1
-    assert result.stats["bytes_read"] == sum(os.path.getsize(f) for f in files)
+    total = sum(os.path.getsize(f) for f in files)
+    assert seen["read"] == seen["written"] == result.stats["bytes_read"] == total
+    assert total > 10 * task_bytes
+    assert seen["max_ahead"] <= (2 * 2 + 1) * (task_bytes + unit_bytes)

@@ -6,11 +6,24 @@ batches = CLMBatches(TokenShards("data/shards", "train"), seq_len=256, batch_siz
 batch = batches.next_batch()                                     # {"input_ids": (B, T), "labels": (B, T)}
 """
 
-from lmforge.data.batches import IGNORE_INDEX, CLMBatches, MLMBatches, mask_tokens
+from typing import Any
+
 from lmforge.data.prepare import PreparedData, prepare_shards, token_dtype
 from lmforge.data.reading import ReadStats, default_corpus_files, document_hash, expand_paths, read_documents
 from lmforge.data.shards import TokenShards, read_meta
 from lmforge.data.tasks import TASKS, TaskData, load_labels, read_task_file
+
+_BATCHES = ("IGNORE_INDEX", "CLMBatches", "MLMBatches", "mask_tokens")
+
+
+def __getattr__(name: str) -> Any:
+    # batches import torch (~300 MB, ~1.5 s); `data prepare` and its worker processes never need it
+    if name in _BATCHES:
+        from lmforge.data import batches
+
+        return getattr(batches, name)
+    raise AttributeError(f"module 'lmforge.data' has no attribute {name!r}")
+
 
 __all__ = [
     "IGNORE_INDEX",

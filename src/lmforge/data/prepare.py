@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from lmforge.data.shards import FORMAT, META, check_tokenizer, read_meta
 from lmforge.errors import DataError
 
 VERSION = 1
+TASK_BYTES = 1 << 20  # input bytes per pool task; at most 2 x num_workers tasks are in flight
 # The DataConfig fields that change what lands in the shards; a change in any of them re-prepares.
 _CONTENT_FIELDS = (
     "text_field",
@@ -273,7 +275,10 @@ def _encode_unit(unit: Unit, sep_id: int) -> _Encoded:
             hashes.append(document_hash(text))
     flat: list[int] = []
     lengths = np.empty(len(docs), dtype=np.int64)
-    for i, enc in enumerate(_WORKER["backend"].encode_batch(docs, add_special_tokens=False)):
+    # encode_batch_fast (tokenizers >= 0.20) skips character offsets, which shards do not store: ~15% faster
+    backend = _WORKER["backend"]
+    encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+    for i, enc in enumerate(encode(docs, add_special_tokens=False)):
         ids = enc.ids
         flat.extend(ids)
         flat.append(sep_id)
@@ -351,6 +356,25 @@ def _tokenize_all(
     return stats, {name: w.summary() for name, w in writers.items()}
 
 
+def _encode_units(units: list[Unit], sep_id: int) -> list[_Encoded]:
+    return [_encode_unit(u, sep_id) for u in units]
+
+
+def _task_batches(files: list[Path], cfg: DataConfig) -> Iterator[list[Unit]]:
+    """Units grouped into tasks of about TASK_BYTES: a corpus of many small files would otherwise pay one
+    inter-process round trip per file."""
+    batch: list[Unit] = []
+    size = 0
+    for unit in iter_units(files, cfg):
+        batch.append(unit)
+        size += unit.nbytes
+        if size >= TASK_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def _run_pool(files: list[Path], tokenizer: Any, cfg: DataConfig, sep_id: int, consume: Any) -> None:
     # fork starts workers in milliseconds and shares the tokenizer JSON; spawn where fork does not exist.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -360,12 +384,14 @@ def _run_pool(files: list[Path], tokenizer: Any, cfg: DataConfig, sep_id: int, c
         cfg.num_workers, mp_context=ctx, initializer=_init_worker, initargs=(tokenizer.to_json(), cfg)
     ) as pool:
         pending: deque[Future] = deque()
-        for unit in iter_units(files, cfg):
-            pending.append(pool.submit(_encode_unit, unit, sep_id))
+        for batch in _task_batches(files, cfg):
+            pending.append(pool.submit(_encode_units, batch, sep_id))
             if len(pending) >= max_in_flight:
-                consume(pending.popleft().result())
+                for enc in pending.popleft().result():
+                    consume(enc)
         while pending:
-            consume(pending.popleft().result())
+            for enc in pending.popleft().result():
+                consume(enc)
 
 
 __all__ = ["PreparedData", "prepare_shards", "token_dtype"]
