@@ -23,6 +23,9 @@ def masked_logits(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     """
     labels = batch["labels"]
     selected = labels != -100  # (B, T)
+    mask = batch.get("attention_mask")
+    if mask is not None and bool(mask.all()):  # no padding: SDPA's fast path needs no mask at all
+        batch = {k: v for k, v in batch.items() if k != "attention_mask"}
     if isinstance(model, TransformerModel) and model.cfg.head == "mlm":
         hidden = model.encode(
             batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"), None, None, False

@@ -151,24 +151,26 @@ def _batch_sources(cfg: RunConfig, data_dir: Path, tokenizer: Any, rank: int, wo
     return train, make_val
 
 
-def pretrain(
+@dataclass
+class RunSetup:
+    """A run directory made ready to train: resolved config, tokenizer and token shards."""
+
+    cfg: RunConfig
+    run_dir: Path
+    tokenizer: Any
+    data_dir: Path
+
+
+def setup_run(
     cfg: RunConfig,
     run_dir: str | Path,
     *,
     resume: bool = False,
     overwrite: bool = False,
-    stop_after: int | None = None,
     progress: bool = True,
     rank: int = 0,
-    world_size: int = 1,
-) -> PretrainResult:
-    """Pretrain `cfg` into `run_dir`: train or load the tokenizer, prepare data if needed, train, save.
-
-    Args:
-        resume: continue from the newest valid checkpoint in `run_dir` (bit-exact on CPU).
-        overwrite: replace a run that `run_dir` already holds.
-        stop_after: stop (with a checkpoint) after this step; the schedule still spans train.max_steps.
-    """
+) -> RunSetup:
+    """Check the run directory, train or load the tokenizer, prepare the shards, and save config.yaml."""
     run_dir = Path(run_dir)
     if not cfg.data.paths:
         raise ConfigError("no training data: pass --data PATH... (text files, directories, globs or a prepared dir)")
@@ -196,8 +198,24 @@ def pretrain(
 
         data_dir = run_dir / "data"
         prepare_shards(paths, tokenizer, data_dir, cfg.data, progress=progress and is_main)
+    return RunSetup(cfg, run_dir, tokenizer, data_dir)
 
-    train_batches, make_val = _batch_sources(cfg, data_dir, tokenizer, rank, world_size)
+
+def train_run(
+    setup: RunSetup,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> PretrainResult:
+    """Build the model and batches of a prepared run, train it, and write the final weights and loss.png."""
+    cfg, run_dir, tokenizer = setup.cfg, setup.run_dir, setup.tokenizer
+    is_main = rank == 0
+    if is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    train_batches, make_val = _batch_sources(cfg, setup.data_dir, tokenizer, rank, world_size)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model).to(device)
@@ -231,6 +249,28 @@ def pretrain(
         plot_runs([run_dir], run_dir / "loss.png")
     final_val = result.val[-1] if result.val else None
     return PretrainResult(run_dir, cfg, result, n_params, final_val, unwrap(model), tokenizer, saved)
+
+
+def pretrain(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> PretrainResult:
+    """Pretrain `cfg` into `run_dir`: train or load the tokenizer, prepare data if needed, train, save.
+
+    Args:
+        resume: continue from the newest valid checkpoint in `run_dir` (bit-exact on CPU).
+        overwrite: replace a run that `run_dir` already holds.
+        stop_after: stop (with a checkpoint) after this step; the schedule still spans train.max_steps.
+    """
+    setup = setup_run(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress, rank=rank)
+    return train_run(setup, resume=resume, stop_after=stop_after, progress=progress, rank=rank, world_size=world_size)
 
 
 def _check_same_model(cfg: RunConfig, run_dir: Path) -> None:

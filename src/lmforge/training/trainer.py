@@ -168,6 +168,7 @@ class Trainer:
         self.tokens = 0
         self.last_checkpoint: Path | None = None
         self._stop = _StopFlag()
+        self._fit_start: float | None = None
 
     # -- the loop -------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None, handle_signals: bool = True) -> TrainResult:
@@ -179,6 +180,7 @@ class Trainer:
         if resume:
             self._resume()
         start_step, start = self.step, time.perf_counter()
+        self._fit_start = start
         losses: list[torch.Tensor] = []
         val_rows: list[dict[str, Any]] = []
         status = "completed"
@@ -270,6 +272,8 @@ class Trainer:
         finally:
             self.model.train()
         row = {"step": self.step, "split": "val", "tokens": self.tokens, **self.task.finalize_metrics(sums)}
+        if self._fit_start is not None:
+            row["elapsed_s"] = round(time.perf_counter() - self._fit_start, 3)
         self._log(row)
         return row
 
