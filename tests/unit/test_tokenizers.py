@@ -123,6 +123,10 @@ def test_save_load_roundtrip(name: str, request: pytest.FixtureRequest, tmp_path
 def test_hash_differs_between_tokenizers(bpe: Tokenizer, wordpiece: Tokenizer) -> None:
     assert len(bpe.hash()) == 16 and bpe.hash() != wordpiece.hash()
     assert bpe.hash() == train_tokenizer("bpe", CORPUS, vocab_size=400, min_frequency=1).hash()  # deterministic
+    copy = Tokenizer(bpe.backend.from_str(bpe.to_json()))
+    before = copy.hash()
+    copy.backend.add_tokens(["<|new|>"])
+    assert copy.hash() != before  # the cached hash follows changes to the backend's vocabulary
 
 
 def test_load_errors_name_the_path(tmp_path: Path) -> None:

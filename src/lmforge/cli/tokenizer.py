@@ -100,6 +100,8 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
         data_cfg = _replace(data_cfg, doc_mode="file")  # one module is one document
         print(f"no files given: training on the Python standard library ({len(files)} files)", file=sys.stderr)
     kind = cfg.tokenizer.kind or "bpe"
+    if cfg.tokenizer.lowercase and kind != "wordpiece":
+        raise UsageError(f"--lowercase applies to wordpiece tokenizers only, not {kind}")
     t0 = time.perf_counter()
     tok = train_tokenizer(
         kind,

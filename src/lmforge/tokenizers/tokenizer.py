@@ -41,12 +41,16 @@ class Tokenizer:
         backend.no_truncation()
         backend.no_padding()
         self.backend = backend
-        self.kind: Kind = kind or infer_kind(backend)
+        model = json.loads(backend.to_str())["model"]  # parsed once: a 50k-entry vocab takes ~50 ms
+        self.kind: Kind = kind or _kind_of(model)
+        self._hash: tuple[int, str] | None = None
         for role, names in _SPECIAL_CANDIDATES.items():
             setattr(self, f"{role}_id", self._first_id(names))
         if self.kind == "wordpiece":
             self.eos_id = self.bos_id = None  # BERT separates documents with [SEP]; it has no EOS/BOS of its own
-        self._continuation_prefix = _wordpiece_prefix(backend)
+        self._continuation_prefix = (
+            (model.get("continuing_subword_prefix") or "##") if self.kind == "wordpiece" else None
+        )
 
     def _first_id(self, names: tuple[str, ...]) -> int | None:
         for name in names:
@@ -152,8 +156,11 @@ class Tokenizer:
 
     def hash(self) -> str:
         """A stable content hash (vocab, merges, normalizer, specials) for shard meta; 16 hex digits."""
-        canonical = json.dumps(json.loads(self.to_json()), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        size = self.vocab_size  # cached per vocabulary size: adding tokens to .backend invalidates it
+        if self._hash is None or self._hash[0] != size:
+            canonical = json.dumps(json.loads(self.to_json()), sort_keys=True, ensure_ascii=False)
+            self._hash = (size, hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16])
+        return self._hash[1]
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -164,15 +171,12 @@ class Tokenizer:
 
 def infer_kind(backend: BackendTokenizer) -> Kind:
     """'wordpiece' for a WordPiece model, 'bpe' for BPE, 'char' for our WordLevel character model."""
-    model_type = json.loads(backend.to_str())["model"]["type"]
+    return _kind_of(json.loads(backend.to_str())["model"])
+
+
+def _kind_of(model: dict) -> Kind:
     kinds: dict[str, Kind] = {"WordPiece": "wordpiece", "BPE": "bpe", "WordLevel": "char"}
+    model_type = model.get("type")
     if model_type not in kinds:
         raise TokenizerError(f"tokenizer model type {model_type!r} is not supported (use BPE, WordPiece or char)")
     return kinds[model_type]
-
-
-def _wordpiece_prefix(backend: BackendTokenizer) -> str | None:
-    model = json.loads(backend.to_str())["model"]
-    if model.get("type") != "WordPiece":
-        return None
-    return model.get("continuing_subword_prefix") or "##"
