@@ -24,7 +24,7 @@ from lmforge.generation.config import (
     GenerationConfigError,
     resolve_config,
 )
-from lmforge.generation.kv_cache import allocate_cache, model_device_dtype
+from lmforge.generation.kv_cache import allocate_cache, model_device_dtype, next_token_logits
 from lmforge.generation.text import TextStream, truncate_at_stop
 
 
@@ -212,11 +212,7 @@ def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: 
     if cfg.no_repeat_ngram_size:
         histories = [r[P - n :] for r, n in zip(prompt.input_ids.tolist(), prompt.lengths)]
 
-    logits = (
-        model(prompt.input_ids, attention_mask=prompt.attention_mask, position_ids=prompt.position_ids, cache=cache)
-        .logits[:, -1]
-        .float()
-    )  # (B, V)
+    logits = next_token_logits(model, prompt.input_ids, prompt.attention_mask, prompt.position_ids, cache)  # (B, V)
     for t in range(N):
         scores = logits
         if seen is not None:
@@ -249,7 +245,7 @@ def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: 
         mask = None
         if mask_buf is not None:
             mask = mask_buf[:, : P + t + 1]
-        logits = model(tokens[:, None], attention_mask=mask, position_ids=positions, cache=cache).logits[:, -1].float()
+        logits = next_token_logits(model, tokens[:, None], mask, positions, cache)
         if positions is not None:
             positions += 1
 
