@@ -263,3 +263,20 @@ def test_pool_keeps_a_bounded_amount_of_text_in_flight(
     assert seen["read"] == seen["written"] == result.stats["bytes_read"] == total
     assert total > 10 * task_bytes
     assert seen["max_ahead"] <= (2 * 2 + 1) * (task_bytes + unit_bytes)
+
+
+def test_seen_hashes_match_a_python_set() -> None:
+    rng = np.random.default_rng(0)
+    seen, reference = prepare_mod._SeenHashes(), set()
+    previous = np.array([1], dtype=np.uint64)
+    for _ in range(40):  # 40 x 5,000 hashes: the recent set is merged into the sorted array several times
+        batch = rng.integers(0, 2**64 - 1, size=5_000, dtype=np.uint64, endpoint=True)
+        batch[::7] = batch[0]  # duplicates inside one batch
+        batch[1::50] = rng.choice(previous, size=len(batch[1::50]))  # hashes seen in an earlier call
+        expected = []
+        for h in batch.tolist():
+            expected.append(h not in reference)
+            reference.add(h)
+        assert seen.first_seen(batch).tolist() == expected
+        previous = batch
+    assert len(seen) == len(reference) and len(seen._sorted) > 0
