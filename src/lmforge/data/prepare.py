@@ -1,10 +1,11 @@
 """prepare_shards: raw text files -> cleaned, deduplicated, split, tokenized, memory-mapped token shards.
 
-The main process cuts files into ~1 MB units (reading.iter_units) and a process pool does the rest of the
-work per unit: decode, split into documents, clean, hash, encode. The main process keeps only what must be
-global: the set of document hashes (dedupe), the validation split, and the shard writers. At most
-2 x num_workers units are in flight, so memory does not grow with the corpus; the hash set costs
-~70 bytes per unique document (~70 MB for 1M documents).
+The main process cuts files into ~1 MB units (reading.iter_units, grouped into ~1 MB pool tasks) and a
+process pool does the rest of the work: decode, split into documents, clean, hash, encode. The main process
+keeps only what must be global: the document hashes (dedupe), the validation split, and the shard writers.
+At most 2 x num_workers tasks are in flight, so memory does not grow with the corpus, apart from the hashes
+(8 bytes per unique document, 80 MB for 10M documents). A worker's peak is set by the largest single
+document it encodes.
 
 Atomicity: everything is written into a temporary directory inside `out_dir`; at the end the old
 meta.json is removed, the new shards are renamed into place, and meta.json is written last (temp + rename).
