@@ -49,16 +49,9 @@ class GPT2(TransformerModel):
         cache: list[KVCache] | None,
         output_attentions: bool,
     ) -> Encoded:
-        T = input_ids.shape[1]
         pos = self._positions(input_ids, position_ids, cache)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
-        S = (cache[0].length if cache else 0) + T
-        masks = self._masks(attention_mask, T, S, input_ids.device)
-        attns: list[Tensor] | None = [] if output_attentions else None
-        for i, block in enumerate(self.blocks):
-            x, probs = block(x, masks[self.cfg.layer_attention(i)], cache[i] if cache else None, output_attentions)
-            if attns is not None:
-                attns.append(probs)
+        x, attns = self._run_decoder_blocks(x, attention_mask, cache, output_attentions)
         return Encoded(self.final_norm(x), attns)
 
 

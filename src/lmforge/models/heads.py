@@ -153,6 +153,26 @@ class TransformerModel(nn.Module):
         return out
 
     # -- helpers for subclasses -----------------------------------------------------------------------
+    def _run_decoder_blocks(
+        self,
+        x: Tensor,
+        attention_mask: Tensor | None,
+        cache: list[KVCache] | None,
+        output_attentions: bool,
+        **block_kwargs: Tensor,
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """Run x (B, T, C) through every decoder block, each with the mask of its attention kind."""
+        T = x.shape[1]
+        S = (cache[0].length if cache else 0) + T  # keys: what the cache holds plus the new tokens
+        masks = self._masks(attention_mask, T, S, x.device)
+        attns: list[Tensor] | None = [] if output_attentions else None
+        for i, block in enumerate(self.blocks):
+            mask = masks[self.cfg.layer_attention(i)]
+            x, probs = block(x, mask, cache[i] if cache else None, want_attn=output_attentions, **block_kwargs)
+            if attns is not None:
+                attns.append(probs)
+        return x, attns
+
     def _masks(self, attention_mask: Tensor | None, T: int, S: int, device: torch.device) -> dict[str, Tensor | None]:
         """One boolean mask per attention kind used by this model (dense, banded)."""
         cfg = self.cfg

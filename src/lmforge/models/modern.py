@@ -18,7 +18,7 @@ class ModernBlock(nn.Module):
         self.mlp_norm, self.mlp = RMSNorm(cfg.d_model, cfg.eps), SwiGLU(cfg)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, positions: Tensor, want_attn: bool
+        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, want_attn: bool, positions: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         a, probs = self.attn(self.attn_norm(x), mask, cache, positions, return_attention=want_attn)
         x = x + a
@@ -47,15 +47,7 @@ class Modern(TransformerModel):
         cache: list[KVCache] | None,
         output_attentions: bool,
     ) -> Encoded:
-        T = input_ids.shape[1]
         pos = self._positions(input_ids, position_ids, cache)
         x = self.drop(self.tok_emb(input_ids))
-        S = (cache[0].length if cache else 0) + T
-        masks = self._masks(attention_mask, T, S, input_ids.device)
-        attns: list[Tensor] | None = [] if output_attentions else None
-        for i, block in enumerate(self.blocks):
-            mask = masks[self.cfg.layer_attention(i)]
-            x, probs = block(x, mask, cache[i] if cache else None, pos, output_attentions)
-            if attns is not None:
-                attns.append(probs)
+        x, attns = self._run_decoder_blocks(x, attention_mask, cache, output_attentions, positions=pos)
         return Encoded(self.final_norm(x), attns)
