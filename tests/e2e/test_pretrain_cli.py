@@ -129,6 +129,10 @@ def test_pretrain_writes_a_complete_run_dir(tmp_path: Path, corpus: Path) -> Non
     assert "already holds a run (checkpoints up to step 8)" in r.stderr and "--resume" in r.stderr
     assert (run / "model.safetensors").read_bytes() == before
 
+    r = lmforge("generate", str(run), "--prompt", "the king", "--max-new-tokens", "5")  # a run dir is a model path
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
     r = lmforge("plot", str(run), "--out", str(tmp_path / "curves.png"))
     assert r.returncode == 0 and (tmp_path / "curves.png").stat().st_size > 1000
 

@@ -80,6 +80,7 @@ def summarize_result(result: object) -> dict:
     val = result.final_val or {}  # type: ignore[attr-defined]
     out = {
         "run_dir": str(result.run_dir),  # type: ignore[attr-defined]
+        "objective": result.cfg.objective,  # type: ignore[attr-defined]
         "status": r.status,
         "step": r.step,
         "tokens": r.tokens,
@@ -111,7 +112,10 @@ def print_summary(s: dict) -> None:
     lines.append(f"  run directory  {run}  (config.yaml, tokenizer.json, metrics.jsonl, loss.png, checkpoints/)")
     if s["status"] == "completed":
         lines.append("next:")
-        lines.append(f"  lmforge generate {run} --prompt 'Once upon a time'")
+        if s["objective"] == "mlm":
+            lines.append(f"  lmforge fill-mask {run} 'The capital of France is [MASK].'")
+        else:
+            lines.append(f"  lmforge generate {run} --prompt 'Once upon a time' --do-sample --top-k 40")
         lines.append(f"  lmforge evaluate {run} --task perplexity --data FILE")
         lines.append(f"  lmforge plot {run}")
     else:

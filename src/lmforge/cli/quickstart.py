@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     print(f"\nrun directory: {out} (model.safetensors, tokenizer.json, config.yaml, metrics.jsonl, loss.png)")
     print("next:")
     if args.model == "gpt":
-        print(f"  lmforge generate {out} --prompt 'def main():'")
+        print(f"  lmforge generate {out} --prompt 'def main():' --do-sample --top-k 40")
     else:
         print(f"  lmforge fill-mask {out} 'import [MASK]'")
     print(f"  lmforge plot {out}")

@@ -8,12 +8,13 @@ metrics, checkpoints and the progress bar; every rank runs the same steps.
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 import random
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,10 @@ class Trainer:
         progress: bool = True,
         tensorboard: bool = True,
     ) -> None:
+        self.device = next(model.parameters()).device
+        if cfg.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            warnings.warn("this GPU has no bf16: training with fp16 autocast and a GradScaler instead", stacklevel=2)
+            cfg = dataclasses.replace(cfg, precision="fp16")
         self.cfg = cfg
         self.model = model
         self.task = task
@@ -156,7 +161,6 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
-        self.device = next(model.parameters()).device
         self.optimizer = build_optimizer(model, cfg)
         self.scaler = (
             torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" and self.device.type == "cuda" else None
@@ -185,8 +189,8 @@ class Trainer:
         val_rows: list[dict[str, Any]] = []
         status = "completed"
         bar = self._progress_bar(start_step)
-        window_tokens, window_start = 0, time.perf_counter()
         peak = self._peak_flops()
+        window_tokens, window_start = 0, time.perf_counter()
         self.model.train()
         with self._stop.installed(handle_signals):
             while self.step < cfg.max_steps:
@@ -351,8 +355,3 @@ class Trainer:
             mininterval=0.5,
             disable=None,
         )
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss), capped so that a huge loss does not overflow a float."""
-    return math.exp(min(loss, 700.0))
