@@ -158,3 +158,15 @@ def test_default_corpus_is_the_stdlib() -> None:
     assert not any("test" in f.parts or "site-packages" in f.parts for f in files)
     first = next(read_documents(files[:3], DataConfig(doc_mode="file")))
     assert len(first) > 100
+
+
+def test_missing_shared_data_skips_or_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import conftest  # tests/conftest.py: pytest puts tests/ on sys.path
+
+    monkeypatch.setattr(conftest, "shared_data_dir", lambda: tmp_path / "absent")
+    monkeypatch.delenv("LMFORGE_REQUIRE_SHARED", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="absent/sst2 is missing"):
+        conftest.require_shared("sst2")
+    monkeypatch.setenv("LMFORGE_REQUIRE_SHARED", "1")
+    with pytest.raises(pytest.fail.Exception, match="LMFORGE_REQUIRE_SHARED=1 but .*absent"):
+        conftest.require_shared("sst2")
