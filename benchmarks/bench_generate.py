@@ -260,7 +260,15 @@ def main() -> None:
                     else peak_memory(impl, shape, dtype, batch, args.prompt_len, args.new_tokens)
                     for impl in times
                 }
-                row = {"bench": "decode", "shape": shape, "dtype": dtype, "batch": batch, "greedy_match_16": same}
+                row = {
+                    "bench": "decode",
+                    "shape": shape,
+                    "dtype": dtype,
+                    "batch": batch,
+                    "greedy_match_16": same,
+                    "threads": torch.get_num_threads(),
+                    "loadavg_1m": os.getloadavg()[0],
+                }
                 for impl in times:
                     row[f"{impl}_tok_s"] = batch * args.new_tokens / min(times[impl])
                     row[f"{impl}_ttft_ms"] = 1000 * min(ttft[impl])
@@ -275,7 +283,8 @@ def main() -> None:
                     f"{shape:<9} {dtype} b={batch}  tok/s hf {row['hf_tok_s']:7.1f}  ours {row['ours_tok_s']:7.1f}  "
                     f"ratio {row['speedup']:.2f}x | TTFT ms hf {row['hf_ttft_ms']:6.1f} "
                     f"ours {row['ours_ttft_ms']:6.1f} "
-                    f"| peak MB hf {mb(row['hf_peak_mb'])} ours {mb(row['ours_peak_mb'])} | same tokens {same:.2f}",
+                    f"| peak MB hf {mb(row['hf_peak_mb'])} ours {mb(row['ours_peak_mb'])} | same tokens {same:.2f} "
+                    f"| load {row['loadavg_1m']:.1f}",
                     flush=True,
                 )
             del hf, ours

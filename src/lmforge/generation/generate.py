@@ -181,11 +181,12 @@ def _generator(cfg: GenerationConfig, device: torch.device) -> torch.Generator |
 
 
 # --- the decoding loop ---------------------------------------------------------------------------------
-def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: Tensor) -> Iterator[Step]:
+def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: Tensor | None = None) -> Iterator[Step]:
     """Yield one Step per new token, greedy or sampled, until max_new_tokens or every row is done.
 
     `done` (B,) bool is shared with the caller: rows that emit EOS are marked here, and the caller may
     mark more (a stop string) between steps; done rows get the fill id and the loop ends when all are.
+    Without `done` and without EOS ids no row can end early, and the step skips that bookkeeping.
     """
     B, P = prompt.input_ids.shape
     N = cfg.max_new_tokens
@@ -201,6 +202,8 @@ def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: 
         positions = prompt.position_ids[:, -1:] + 1  # (B, 1), advanced in place
     eos = torch.tensor(cfg.eos_ids, device=device) if cfg.eos_ids else None
     fill = torch.tensor(cfg.fill_id, device=device)
+    if done is None and eos is not None:
+        done = torch.zeros(B, dtype=torch.bool, device=device)
     gen = _generator(cfg, device)
     seen = histories = None
     if cfg.repetition_penalty != 1.0:
@@ -227,7 +230,7 @@ def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: 
             scores = sampling.filter_top_p(scores, cfg.top_p)
             scores = sampling.filter_min_p(scores, cfg.min_p)
             tokens = sampling.sample(scores, gen)
-        if t:  # rows done before this step only emit the fill id
+        if t and done is not None:  # rows done before this step only emit the fill id
             tokens = torch.where(done, fill, tokens)
         logprobs = None
         if cfg.logprobs:
@@ -235,7 +238,7 @@ def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: 
         yield Step(tokens, logprobs)
         if eos is not None:
             done |= torch.isin(tokens, eos)
-        if t == N - 1 or bool(done.all()):
+        if t == N - 1 or (done is not None and bool(done.all())):
             return
         if seen is not None:
             sampling.mark_seen(seen, tokens[:, None])
@@ -278,9 +281,8 @@ def generate(
             return beam_search(model, prompt, cfg).tokens
         device = prompt.input_ids.device
         out = torch.full((prompt.batch, cfg.max_new_tokens), cfg.fill_id, dtype=torch.long, device=device)
-        done = torch.zeros(prompt.batch, dtype=torch.bool, device=device)
         n = 0
-        for n, step in enumerate(decode_steps(model, prompt, cfg, done), start=1):
+        for n, step in enumerate(decode_steps(model, prompt, cfg), start=1):
             out[:, n - 1] = step.tokens
         return out[:, :n]
 
