@@ -330,3 +330,11 @@ def test_a_bert_model_cannot_generate_and_a_gpt_cannot_fill_masks() -> None:
         generate(bert, [[1, 2]])
     with pytest.raises(UsageError, match="fill-mask needs a BERT-family model .* family='gpt2', head='lm'"):
         fill_mask(tiny(), ByteTokenizer(), "a [MASK]")
+
+
+def test_stream_text_checks_everything_before_the_first_token() -> None:
+    model, tok = tiny(), ByteTokenizer()
+    with pytest.raises(GenerationConfigError, match="top_p=2.0"):
+        stream_text(model, tok, "x", top_p=2.0)  # raised by the call itself, not on iteration
+    with pytest.raises(GenerationConfigError, match="prompt of 95 tokens"):
+        stream_text(model, tok, "x" * 95, max_new_tokens=10)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from lmforge.errors import ConfigError
@@ -135,7 +135,6 @@ class Generation:
     finish_reason: FinishReason
     logprobs: list[float] | None = None  # per token in token_ids, under the model before any processing
     prompt_tokens: int = 0  # prompt length after truncation (and the BOS an empty prompt gets)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,9 +144,3 @@ class Generation:
             "finish_reason": self.finish_reason,
             "prompt_tokens": self.prompt_tokens,
         }
-
-
-def as_str_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    return (stop,) if isinstance(stop, str) else tuple(stop)

@@ -311,13 +311,14 @@ class _TextRun:
             raise GenerationConfigError("prompts must be a string or a non-empty list of strings")
         self.model, self.tokenizer = model, tokenizer
         self.cfg = resolve_config(cfg, {"logprobs": True})
-        self.encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+        encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+        self.prompt = prepare_prompt(model, encoded, None, self.cfg)  # every check before the first token
         self.results: list[Generation] = []
 
     def events(self) -> Iterator[tuple[int, str]]:
         cfg = self.cfg
         with torch.inference_mode(), eval_mode(self.model):
-            prompt = prepare_prompt(self.model, self.encoded, None, cfg)
+            prompt = self.prompt
             if cfg.num_beams > 1:
                 yield from self._beam(prompt)
                 return
@@ -417,7 +418,7 @@ def stream_text(
     """
     if not isinstance(prompt, str):
         raise GenerationConfigError("stream_text takes one prompt string; use generate_text for a batch")
-    yield from stream_generation(model, tokenizer, prompt, config=config, **kwargs)
+    return iter(stream_generation(model, tokenizer, prompt, config=config, **kwargs))
 
 
 class GenerationStream:
@@ -441,6 +442,9 @@ def stream_generation(
     config: GenerationConfig | None = None,
     **kwargs: Any,
 ) -> GenerationStream:
-    """Like stream_text, but the returned object also gives the full Generation once iterated."""
+    """Like stream_text, but the returned object also gives the full Generation once iterated.
+
+    Parameters, the prompt and the context are checked here, before the first token is decoded.
+    """
     cfg = _text_config(tokenizer, config, kwargs)
     return GenerationStream(_TextRun(model, tokenizer, [prompt], cfg))
