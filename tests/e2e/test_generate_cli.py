@@ -174,3 +174,20 @@ def test_fill_mask_errors(bert_dir: Path, gpt_dir: Path) -> None:
     assert r.returncode == 2 and "fill-mask needs a BERT-family model" in r.stderr and "family='gpt2'" in r.stderr
     r = run_cli("fill-mask", str(bert_dir), "a [MASK]", "--top-k", "0")
     assert r.returncode == 2 and "--top-k 0 must be >= 1" in r.stderr
+
+
+def test_fill_mask_on_a_bert_pretrained_by_lmforge(tmp_path: Path) -> None:
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "tiny.txt"
+    run = tmp_path / "bert"
+    small = ["--model.n_layer", "1", "--model.n_head", "2", "--model.d_model", "32", "--model.max_seq_len", "32"]
+    r = run_cli(
+        "pretrain", "--objective", "mlm", "--model.family", "bert", "--model.head", "mlm",
+        "--tokenizer.kind", "wordpiece", "--tokenizer.vocab_size", "200", "--data", str(fixture),
+        "--out", str(run), "--train.max_steps", "3", "--train.batch_size", "4", "--data.seq_len", "32", *small,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = run_cli("fill-mask", str(run), "the [MASK] of the", "--top-k", "4", "--json")
+    assert out.returncode == 0, out.stderr
+    cands = json.loads(out.stdout)["masks"][0]["candidates"]
+    probs = [c["probability"] for c in cands]
+    assert len(cands) == 4 and all(0 < p < 1 for p in probs) and probs == sorted(probs, reverse=True)
