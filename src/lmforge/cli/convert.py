@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from lmforge.checkpoint.io import copy_tokenizer_files, export_hf, load_model, resolve_model_dir, save_model
 from lmforge.errors import CheckpointError, UsageError
 
 EXAMPLES = """examples:
@@ -39,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
+    # imported here, not at the top: torch takes seconds to import and every verb's --help would pay for it
+    from lmforge.checkpoint.io import copy_tokenizer_files, export_hf, load_model, resolve_model_dir, save_model
+
     src, dst = Path(args.src), Path(args.dst)
     if dst.exists() and any(dst.iterdir()) and not args.overwrite:
         raise UsageError(f"{dst} is not empty; pass --overwrite to replace its files")

@@ -16,7 +16,6 @@ from lmforge.config import (
     parse_overrides,
 )
 from lmforge.errors import UsageError
-from lmforge.planning.params import summarize
 
 EXAMPLES = """examples:
   lmforge info --list
@@ -46,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
+    from lmforge.planning.params import summarize  # imports torch: only when the verb runs
+
     if args.list:
         rows = []
         for name in PRESETS:
