@@ -373,6 +373,8 @@ def bench_shakespeare(args: argparse.Namespace) -> dict[str, Any]:
             f"(full val {out['reference']['full_val_loss']:.4f})",
             flush=True,
         )
+    if args.skip_lmforge:
+        return out
     out["lmforge"] = run_lmforge(args.config, train, val, tok)
     print(
         f"lmforge: {out['lmforge']['wall_s']}s, val {out['lmforge']['final_val_loss']} "
@@ -394,6 +396,7 @@ def main() -> None:
     q = sub.add_parser("shakespeare")
     q.add_argument("--config", type=Path, default=ROOT / "examples" / "shakespeare_char.yaml")
     q.add_argument("--skip-reference", action="store_true")
+    q.add_argument("--skip-lmforge", action="store_true")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     result = bench_speed(args) if args.mode == "speed" else bench_shakespeare(args)

@@ -141,6 +141,7 @@ def test_pretrain_writes_a_complete_run_dir(tmp_path: Path, corpus: Path) -> Non
     assert len(train_losses(run)) == 2
 
 
+@pytest.mark.slow  # the same property is tested in-process in tests/unit/test_train.py
 def test_resume_through_the_cli_is_exact(tmp_path: Path, corpus: Path) -> None:
     common = ["--data", str(corpus), "--train.max_steps", "8", *TINY]
     assert lmforge("pretrain", *common, "--out", str(tmp_path / "a")).returncode == 0
@@ -155,6 +156,7 @@ def test_resume_through_the_cli_is_exact(tmp_path: Path, corpus: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # the same property is tested in-process in tests/unit/test_train.py
 def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, corpus: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

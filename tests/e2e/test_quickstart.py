@@ -64,6 +64,7 @@ def test_quickstart_gpt_on_own_data_twice(tmp_path: Path) -> None:
     assert json.loads(r.stdout.strip().splitlines()[-1])["run_dir"].endswith("quickstart-gpt-2")
 
 
+@pytest.mark.slow
 def test_quickstart_bert_on_own_data(tmp_path: Path) -> None:
     write_notes(tmp_path)
     r = quickstart("--model", "bert", "--data", "notes.txt", "--minutes", "0.2", "--out", "b", "--json", cwd=tmp_path)
