@@ -223,6 +223,7 @@ def main() -> None:
     )
     p.add_argument("--ppl-chars", type=int, default=20_000, help="characters of --ppl-text to score")
     p.add_argument("--ppl-model", help="a trained run dir / export for the int8 perplexity (default: random weights)")
+    p.add_argument("--skip-decode", action="store_true", help="only the int8 benchmark")
     p.add_argument("--json", type=Path, help="also write every row to this JSON file")
     p.add_argument("--child-memory", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -238,7 +239,7 @@ def main() -> None:
     )
     rows: list[dict] = []
     for shape in args.shapes:
-        for dtype in args.dtypes:
+        for dtype in [] if args.skip_decode else args.dtypes:
             hf, ours = build_pair(shape, DTYPES[dtype])
             for batch in args.batches:
                 ids = torch.randint(
