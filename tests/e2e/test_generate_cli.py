@@ -176,6 +176,7 @@ def test_fill_mask_errors(bert_dir: Path, gpt_dir: Path) -> None:
     assert r.returncode == 2 and "--top-k 0 must be >= 1" in r.stderr
 
 
+@pytest.mark.slow  # a pretrain subprocess: ~15 s on a quiet CPU
 def test_fill_mask_on_a_bert_pretrained_by_lmforge(tmp_path: Path) -> None:
     fixture = Path(__file__).resolve().parents[1] / "fixtures" / "tiny.txt"
     run = tmp_path / "bert"
