@@ -118,8 +118,9 @@ class KVCache:
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows in place (beam search): row i becomes old row index[i]."""
-        self.k.copy_(self.k.index_select(0, index))
-        self.v.copy_(self.v.index_select(0, index))
+        n = self.length  # only the filled positions: the rest of the buffer is garbage anyway
+        self.k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
+        self.v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
 
 
 def build_attention_mask(
