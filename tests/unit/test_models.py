@@ -197,3 +197,28 @@ def test_too_long_input_is_a_clear_error() -> None:
     m = build_model(tiny("gpt2"))
     with pytest.raises(ValueError, match="longer than model.max_seq_len=64"):
         m(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_rmsnorm_matches_its_formula() -> None:
+    from lmforge.models.layers import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(64, eps=1e-6)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(4, 10, 64)
+    want = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+    torch.testing.assert_close(norm(x), want, rtol=0, atol=1e-5)
+    assert norm(x.bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_head_mask_runs_the_head_on_selected_positions_only(family: str) -> None:
+    torch.manual_seed(0)
+    m = build_model(tiny(family)).eval()
+    ids = torch.randint(0, V, (2, 9))
+    selected = torch.zeros(2, 9, dtype=torch.bool)
+    selected[0, 2] = selected[1, 5] = selected[1, 8] = True
+    full = m(ids).logits
+    part = m(ids, head_mask=selected).logits
+    assert part.shape == (3, V)
+    torch.testing.assert_close(part, full[selected], rtol=0, atol=1e-6)

@@ -131,25 +131,33 @@ class TransformerModel(nn.Module):
         position_ids: Tensor | None = None,
         cache: list[KVCache] | None = None,
         output_attentions: bool = False,
+        head_mask: Tensor | None = None,
     ) -> ModelOutput:
-        """Run the model on input_ids (B, T); `attention_mask` (B, S) marks real tokens with 1."""
+        """Run the model on input_ids (B, T); `attention_mask` (B, S) marks real tokens with 1.
+
+        Args:
+            head_mask: (B, T) bool; an lm/mlm/token head then runs only where it is True and `logits` is
+                (N, V) for those N positions. MLM training passes its ~15% selected positions: the
+                V-wide decoder is about half of a small BERT's FLOPs.
+        """
         enc = self.encode(input_ids, attention_mask, token_type_ids, position_ids, cache, output_attentions)
         h = enc.hidden
         out = ModelOutput(last_hidden_state=h, attentions=enc.attentions)
         head = self.cfg.head
         if self.cfg.family == "bert" and hasattr(self, "pooler"):
             out.pooled = self.pooler(h)
+        per_token = h if head_mask is None else h[head_mask]  # (B, T, C) or (N, C)
         if head == "lm":
-            out.logits = self.lm_head(h)
+            out.logits = self.lm_head(per_token)
         elif head == "mlm":
-            out.logits = self.mlm_head(h)
+            out.logits = self.mlm_head(per_token)
         elif head == "sequence":
             if out.pooled is None:  # decoders summarise a sequence by its last real token
                 idx = last_token_index(input_ids, attention_mask, self.cfg.pad_token_id)
                 out.pooled = h[torch.arange(h.shape[0], device=h.device), idx]
             out.logits = self.cls_head(out.pooled)
         elif head == "token":
-            out.logits = self.token_head(h)
+            out.logits = self.token_head(per_token)
         return out
 
     # -- helpers for subclasses -----------------------------------------------------------------------

@@ -9,32 +9,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmforge.models import TransformerModel
 from lmforge.tasks import Batch
 
 
 def masked_logits(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     """Logits (N, V) and labels (N,) of the N positions whose label is not -100.
 
-    On a plain lmforge model the MLM head (dense, GELU, LayerNorm, a V-wide decoder) runs only on the
-    ~15% selected positions: the decoder is about half of a small BERT's FLOPs, and the other 85% of its
-    output would be thrown away. A wrapped model (DDP, torch.compile) must be called through its own
-    forward, so it pays for the full head.
+    The MLM head (dense, GELU, LayerNorm, a V-wide decoder) runs only on the ~15% selected positions
+    (`head_mask`): the decoder is about half of a small BERT's FLOPs, and the other 85% of its output
+    would be thrown away. Going through forward keeps this working under DDP and torch.compile.
     """
     labels = batch["labels"]
     selected = labels != -100  # (B, T)
     mask = batch.get("attention_mask")
     if mask is not None and bool(mask.all()):  # no padding: SDPA's fast path needs no mask at all
-        batch = {k: v for k, v in batch.items() if k != "attention_mask"}
-    if isinstance(model, TransformerModel) and model.cfg.head == "mlm":
-        hidden = model.encode(
-            batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"), None, None, False
-        ).hidden  # (B, T, C)
-        return model.mlm_head(hidden[selected]), labels[selected]
+        mask = None
     logits = model(
-        batch["input_ids"], attention_mask=batch.get("attention_mask"), token_type_ids=batch.get("token_type_ids")
-    ).logits  # (B, T, V)
-    return logits[selected], labels[selected]
+        batch["input_ids"], attention_mask=mask, token_type_ids=batch.get("token_type_ids"), head_mask=selected
+    ).logits  # (N, V)
+    return logits, labels[selected]
 
 
 @dataclass
