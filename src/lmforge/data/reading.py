@@ -287,19 +287,23 @@ def unit_documents(unit: Unit, cfg: DataConfig, doc_mode: str | None = None) -> 
     return _BLANK_LINE.split(text), bad
 
 
+def parse_json_object(line: str, where: str) -> dict[str, Any]:
+    """One JSONL line as a dict, or a DataError naming `where` (file and line)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg})") from e
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _jsonl_documents(text: str, unit: Unit, key: str) -> list[str]:
     docs = []
     for offset, line in enumerate(text.split("\n")):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{unit.path}: line {unit.first_line + offset}: not valid JSON ({e.msg})") from e
-        if not isinstance(obj, dict):
-            raise DataError(
-                f"{unit.path}: line {unit.first_line + offset}: expected a JSON object, got {type(obj).__name__}"
-            )
+        obj = parse_json_object(line, f"{unit.path}: line {unit.first_line + offset}")
         if key not in obj:
             raise DataError(
                 f"{unit.path}: line {unit.first_line + offset}: no field {key!r}; the fields are {sorted(obj)}; "

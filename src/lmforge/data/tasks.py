@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmforge.data.reading import decode_utf8
+from lmforge.data.reading import decode_utf8, parse_json_object
 from lmforge.errors import DataError
 
 Task = Literal["classification", "regression", "token-classification", "text-to-text"]
@@ -281,12 +281,7 @@ def _jsonl_rows(path: Path, wanted: list[str], max_rows: int | None) -> list[tup
     for line_no, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {line_no}: not valid JSON ({e.msg})") from e
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}: line {line_no}: expected a JSON object, got {type(obj).__name__}")
+        obj = parse_json_object(line, f"{path}: line {line_no}")
         missing = [c for c in wanted if c not in obj]
         if missing:
             raise DataError(f"{path}: line {line_no}: no field {missing[0]!r}; the fields are {sorted(obj)}")
