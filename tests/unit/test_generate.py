@@ -92,6 +92,69 @@ def test_cached_decoding_equals_full_recompute(family: str) -> None:
     assert torch.equal(generate(model, ids, max_new_tokens=64), ref_tokens)
 
 
+@pytest.mark.parametrize(
+    "family, kw",
+    [
+        ("gpt2", {}),
+        ("gpt1", {}),
+        ("modern", {"bias": False}),
+        ("gpt2", {"attention_layers": ("dense", "banded"), "band_width": 4}),
+    ],
+)
+def test_single_token_decoder_equals_forward_with_padding(family: str, kw: dict) -> None:
+    """model.decoder() (generation's module-free fast path) computes forward's hidden state, padded rows included."""
+    model = tiny(family, **kw)
+    ids = torch.randint(0, 256, (2, 14), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0  # row 1 is left-padded
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    P = 6
+    decode = model.decoder()
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask, position_ids=positions).last_hidden_state  # (B, T, C)
+        cache = [KVCache.empty(model.cfg, 2, 14, ids.device, torch.float32) for _ in range(model.cfg.n_layer)]
+        model.encode(ids[:, :P], mask[:, :P], None, positions[:, :P], cache, False)
+        for t in range(P, 14):
+            hidden = decode(ids[:, t], positions[:, t : t + 1], cache, mask[:, : t + 1])
+            torch.testing.assert_close(hidden[0], full[0, t], rtol=0, atol=1e-5)
+            torch.testing.assert_close(hidden[1], full[1, t], rtol=0, atol=1e-5)
+    assert cache[0].length == 14
+
+
+def test_plain_closures_equal_their_modules_and_unknown_modules_pass_through() -> None:
+    from lmforge.models.layers import MLP, RMSNorm, SwiGLU, plain
+
+    cfg = ModelConfig(family="gpt2", head="lm", vocab_size=V, n_layer=1, n_head=2, d_model=16)
+    torch.manual_seed(0)
+    modules = [
+        nn.Linear(16, 16),
+        nn.Linear(16, 16, bias=False),
+        nn.LayerNorm(16),
+        RMSNorm(16, 1e-6),
+        nn.GELU(approximate="tanh"),
+        nn.SiLU(),
+        MLP(cfg),
+        SwiGLU(cfg),
+    ]
+    x = torch.randn(3, 16)
+    for module in modules:
+        with torch.no_grad():
+            torch.testing.assert_close(plain(module.eval())(x), module(x), rtol=0, atol=0)
+        assert plain(module) is not module, type(module).__name__
+    unknown = nn.Sequential(nn.Linear(16, 16))
+    assert plain(unknown) is unknown
+
+
+def test_int8_quantized_model_decodes_through_its_own_linears() -> None:
+    """quantize_dynamic swaps nn.Linear for int8 modules: the fast path must call them, not the fp32 weights."""
+    model = tiny()
+    quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref, _ = full_recompute_greedy(quantized, ids, 24)
+    assert torch.equal(generate(quantized, ids, max_new_tokens=24), ref)
+
+
 def test_gpt3_banded_layers_decode_like_recompute() -> None:
     model = tiny("gpt2", attention_layers=("dense", "banded"), band_width=8)
     ids = torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(2))

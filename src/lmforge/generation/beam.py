@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from lmforge.generation import sampling
 from lmforge.generation.config import GenerationConfig
 from lmforge.generation.generate import Prompt
-from lmforge.generation.kv_cache import allocate_cache, next_token_logits, reorder_cache
+from lmforge.generation.kv_cache import NextTokenLogits, allocate_cache, reorder_cache
 
 NEG = -1.0e9  # transformers' sentinel for "not a candidate"; finite so sums stay ordered
 
@@ -86,7 +86,8 @@ def beam_search(model: nn.Module, prompt: Prompt, cfg: GenerationConfig) -> Beam
         real = ids if mask is None else ids.where(mask.bool(), ids[:, -1:])
         sampling.mark_seen(seen, real)
 
-    logits = next_token_logits(model, ids, mask, positions0, cache)
+    next_logits = NextTokenLogits(model)
+    logits = next_logits(ids, mask, positions0, cache)
     for t in range(N):
         log_probs = torch.log_softmax(logits, -1)  # (B*K, V)
         scores = log_probs
@@ -146,7 +147,7 @@ def beam_search(model: nn.Module, prompt: Prompt, cfg: GenerationConfig) -> Beam
             seen = seen.index_select(0, beam_index)
             sampling.mark_seen(seen, tokens)
         step_mask = mask_buf[:, : P + t + 1] if mask_buf is not None else None
-        logits = next_token_logits(model, tokens, step_mask, positions, cache)
+        logits = next_logits(tokens, step_mask, positions, cache)
         if positions is not None:
             positions += 1
 

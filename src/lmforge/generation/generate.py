@@ -24,7 +24,7 @@ from lmforge.generation.config import (
     GenerationConfigError,
     resolve_config,
 )
-from lmforge.generation.kv_cache import allocate_cache, model_device_dtype, next_token_logits
+from lmforge.generation.kv_cache import NextTokenLogits, allocate_cache, model_device_dtype
 from lmforge.generation.text import TextStream, truncate_at_stop
 
 
@@ -215,7 +215,8 @@ def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: 
     if cfg.no_repeat_ngram_size:
         histories = [r[P - n :] for r, n in zip(prompt.input_ids.tolist(), prompt.lengths)]
 
-    logits = next_token_logits(model, prompt.input_ids, prompt.attention_mask, prompt.position_ids, cache)  # (B, V)
+    next_logits = NextTokenLogits(model)
+    logits = next_logits(prompt.input_ids, prompt.attention_mask, prompt.position_ids, cache)  # (B, V)
     for t in range(N):
         scores = logits
         if seen is not None:
@@ -248,7 +249,7 @@ def decode_steps(model: nn.Module, prompt: Prompt, cfg: GenerationConfig, done: 
         mask = None
         if mask_buf is not None:
             mask = mask_buf[:, : P + t + 1]
-        logits = next_token_logits(model, tokens[:, None], mask, positions, cache)
+        logits = next_logits(tokens[:, None], mask, positions, cache)
         if positions is not None:
             positions += 1
 

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.models import KVCache
+from lmforge.models.layers import plain
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -23,25 +24,36 @@ def allocate_cache(model: nn.Module, batch: int, max_len: int) -> list[KVCache]:
     return [KVCache.empty(cfg, batch, max_len, device, dtype) for _ in range(cfg.n_layer)]
 
 
-def next_token_logits(
-    model: nn.Module,
-    input_ids: Tensor,
-    attention_mask: Tensor | None,
-    position_ids: Tensor | None,
-    cache: list[KVCache],
-) -> Tensor:
-    """fp32 logits (B, V) of the token after input_ids (B, T), appending T positions to the cache.
+class NextTokenLogits:
+    """f(input_ids (B, T), attention_mask, position_ids, cache) -> fp32 logits (B, V) of the next token.
 
-    For our own models the LM head runs on the last position only: at prefill that skips T - 1 rows of
-    the (C x V) matmul and a (B, T, V) logits tensor (51 MB for GPT-2 at batch 8, T = 32), as
-    transformers does with logits_to_keep=1. Other modules go through their forward.
+    Build one per generation call: it appends T positions to the cache on every call. A prompt (T > 1)
+    runs through the model's `encode`, and the LM head only on the last position: at prefill that skips
+    T - 1 rows of the (C x V) matmul and a (B, T, V) logits tensor (51 MB for GPT-2 at batch 8, T = 32),
+    as transformers does with logits_to_keep=1. Each new token (T = 1) runs through the model's
+    `decoder()`, the same math without module calls (see models/layers.py). Modules that are not ours
+    go through their forward.
     """
-    lm_head = getattr(model, "lm_head", None)
-    if lm_head is not None and hasattr(model, "encode"):
-        hidden = model.encode(input_ids, attention_mask, None, position_ids, cache, False).hidden
-        return lm_head(hidden[:, -1]).float()
-    out = model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache)
-    return out.logits[:, -1].float()
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        lm_head = getattr(model, "lm_head", None)
+        self.ours = lm_head is not None and hasattr(model, "encode")
+        if self.ours:
+            self.lm_head, self.decode = plain(lm_head), model.decoder()
+
+    def __call__(
+        self, input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None, cache: list[KVCache]
+    ) -> Tensor:
+        if not self.ours:
+            out = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache)
+            return out.logits[:, -1].float()
+        if input_ids.shape[1] > 1:
+            hidden = self.model.encode(input_ids, attention_mask, None, position_ids, cache, False).hidden
+            return self.lm_head(hidden[:, -1]).float()
+        if position_ids is None:  # no row is padded: every row is at the cache's length
+            position_ids = torch.full((1, 1), cache[0].length, dtype=torch.long, device=input_ids.device)
+        return self.lm_head(self.decode(input_ids[:, 0], position_ids, cache, attention_mask)).float()
 
 
 def reorder_cache(cache: list[KVCache], index: Tensor) -> None:

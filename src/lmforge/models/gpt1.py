@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.heads import Encoded, TransformerModel
+from lmforge.models.heads import DecodeFn, Encoded, TransformerModel
 from lmforge.models.init import init_normal
-from lmforge.models.layers import MLP, Attention, KVCache
+from lmforge.models.layers import MLP, Attention, KVCache, attention_decoder, plain
 
 
 class GPT1Block(nn.Module):
@@ -49,3 +50,18 @@ class GPT1(TransformerModel):
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
         x, attns = self._run_decoder_blocks(x, attention_mask, cache, output_attentions)
         return Encoded(x, attns)
+
+    def decoder(self) -> DecodeFn:
+        blocks = [(attention_decoder(b.attn), plain(b.attn_norm), plain(b.mlp), plain(b.mlp_norm)) for b in self.blocks]
+        kinds = [self.cfg.layer_attention(i) for i in range(self.cfg.n_layer)]
+        tok_emb, pos_emb = self.tok_emb.weight, self.pos_emb.weight
+
+        def decode(tokens: Tensor, positions: Tensor, cache: list[KVCache], mask: Tensor | None) -> Tensor:
+            x = F.embedding(tokens, tok_emb) + F.embedding(positions[:, 0], pos_emb)  # (B, C)
+            masks = self._masks(mask, 1, cache[0].length + 1, x.device)
+            for (attn, attn_norm, mlp, mlp_norm), kind, layer_cache in zip(blocks, kinds, cache):
+                x = attn_norm(x + attn(x, masks[kind], layer_cache, positions))  # the block's forward, T = 1
+                x = mlp_norm(x + mlp(x))
+            return x
+
+        return decode

@@ -3,12 +3,13 @@ dense and locally banded sparse attention layers (`model.attention_layers: [dens
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.heads import Encoded, TransformerModel
+from lmforge.models.heads import DecodeFn, Encoded, TransformerModel
 from lmforge.models.init import init_gpt2
-from lmforge.models.layers import MLP, Attention, KVCache
+from lmforge.models.layers import MLP, Attention, KVCache, attention_decoder, plain
 
 
 class GPT2Block(nn.Module):
@@ -53,6 +54,21 @@ class GPT2(TransformerModel):
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
         x, attns = self._run_decoder_blocks(x, attention_mask, cache, output_attentions)
         return Encoded(self.final_norm(x), attns)
+
+    def decoder(self) -> DecodeFn:
+        blocks = [(plain(b.attn_norm), attention_decoder(b.attn), plain(b.mlp_norm), plain(b.mlp)) for b in self.blocks]
+        kinds = [self.cfg.layer_attention(i) for i in range(self.cfg.n_layer)]
+        tok_emb, pos_emb, final_norm = self.tok_emb.weight, self.pos_emb.weight, plain(self.final_norm)
+
+        def decode(tokens: Tensor, positions: Tensor, cache: list[KVCache], mask: Tensor | None) -> Tensor:
+            x = F.embedding(tokens, tok_emb) + F.embedding(positions[:, 0], pos_emb)  # (B, C)
+            masks = self._masks(mask, 1, cache[0].length + 1, x.device)
+            for (attn_norm, attn, mlp_norm, mlp), kind, layer_cache in zip(blocks, kinds, cache):
+                x = x + attn(attn_norm(x), masks[kind], layer_cache, positions)  # the block's forward, T = 1
+                x = x + mlp(mlp_norm(x))
+            return final_norm(x)
+
+        return decode
 
 
 def gpt3_band_note() -> str:

@@ -6,6 +6,7 @@ the heads, the forward signature and the output dataclass are shared here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,9 @@ from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
 from lmforge.models.layers import KVCache, activation, build_attention_mask
+
+# f(tokens (B,), positions (B | 1, 1), cache, key mask (B, S) | None) -> hidden (B, C) after the final norm
+DecodeFn = Callable[[Tensor, Tensor, list[KVCache], Tensor | None], Tensor]
 
 
 @dataclass
@@ -180,6 +184,13 @@ class TransformerModel(nn.Module):
             if attns is not None:
                 attns.append(probs)
         return x, attns
+
+    def decoder(self) -> DecodeFn:
+        """`encode` for one new token per row, as plain closures (see layers.plain); decoder families only.
+
+        Build it once per generation call: it captures the current modules and tensors.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no single-token decoder (not a decoder family)")
 
     def _masks(self, attention_mask: Tensor | None, T: int, S: int, device: torch.device) -> dict[str, Tensor | None]:
         """One boolean mask per attention kind used by this model (dense, banded)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -191,6 +192,66 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
         y = self.resid_dropout(self.out(y.transpose(1, 2).reshape(B, T, C)))
         return y, probs
+
+
+# --- single-token decoding --------------------------------------------------------------------------------
+# Generation runs one token per row through the model for every new token. At batch 1 a small model's
+# matmuls take microseconds, and nn.Module.__call__ plus the parameter lookups (~3 us per module) cost
+# as much as the arithmetic: gpt-mini makes ~80 module calls per token. So decoder families build,
+# once per generation call, plain closures over their tensors (`decoder()` in each family file) that
+# compute exactly what `forward` computes for T = 1, without module calls, dropout or attention maps.
+# tests/unit/test_generation.py checks them against `forward`.
+
+TensorFn = Callable[[Tensor], Tensor]
+
+
+def plain(module: nn.Module) -> TensorFn:
+    """`module`'s eval-mode forward as a closure over its tensors; other modules are returned as they are.
+
+    Known: Linear, LayerNorm, RMSNorm, the activations, MLP and SwiGLU. Anything else (an int8 dynamically
+    quantized linear, a user's replacement) keeps its own forward, so the fast path stays correct.
+    """
+    kind = type(module)
+    if kind is nn.Linear:
+        w, b = module.weight, module.bias
+        return lambda x: F.linear(x, w, b)
+    if kind is nn.LayerNorm:
+        shape, w, b, eps = module.normalized_shape, module.weight, module.bias, module.eps
+        return lambda x: F.layer_norm(x, shape, w, b, eps)
+    if kind is RMSNorm:
+        w, eps = module.weight, module.eps
+        return lambda x: F.rms_norm(x.float(), (x.shape[-1],), w.float(), eps).type_as(x)
+    if kind is nn.GELU:
+        approximate = module.approximate
+        return lambda x: F.gelu(x, approximate=approximate)
+    if kind in (nn.ReLU, nn.SiLU):
+        return F.relu if kind is nn.ReLU else F.silu
+    if kind is MLP:
+        up, act, down = plain(module.up), plain(module.act), plain(module.down)
+        return lambda x: down(act(up(x)))
+    if kind is SwiGLU:
+        gate, up, down = plain(module.gate), plain(module.up), plain(module.down)
+        return lambda x: down(F.silu(gate(x)) * up(x))
+    return module
+
+
+AttendFn = Callable[[Tensor, "Tensor | None", KVCache, Tensor], Tensor]
+
+
+def attention_decoder(attn: Attention) -> AttendFn:
+    """`attn` for one new token per row: f(x (B, C), mask (B, 1, 1, S) | None, cache, positions) -> (B, C)."""
+    qkv, out, rotary, H = plain(attn.qkv), plain(attn.out), attn.rotary, attn.n_head
+
+    def attend(x: Tensor, mask: Tensor | None, cache: KVCache, positions: Tensor) -> Tensor:
+        B, C = x.shape
+        q, k, v = qkv(x).view(B, 3, H, 1, -1).unbind(1)  # each (B, H, 1, D)
+        if rotary is not None:
+            q, k = rotary(q, positions), rotary(k, positions)
+        k, v = cache.append(k, v)  # (B, H, S, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # one query: no causal mask needed
+        return out(y.view(B, C))
+
+    return attend
 
 
 def _attention_probs(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
