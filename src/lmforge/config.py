@@ -279,7 +279,12 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # the schedule decays to lr * this
     warmup_steps: int = 100
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = 0.1  # AdamW; never applied to biases, norms or embeddings
+    # adamw: AdamW everywhere; muon: Muon for the transformer blocks' matrices, AdamW for the rest
+    # (embeddings, norms, biases, heads); Muon learns faster per token (docs/training.md)
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    muon_lr: float = 0.0  # peak learning rate of Muon's matrices (0: train.lr); follows the same schedule
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum
+    weight_decay: float = 0.1  # decoupled; never applied to biases, norms or embeddings
     beta1: float = 0.9
     beta2: float = 0.95
     max_grad_norm: float = 1.0  # 0 disables clipping
@@ -308,6 +313,10 @@ class TrainConfig:
             problems.append(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         if self.max_grad_norm < 0:
             problems.append(f"max_grad_norm={self.max_grad_norm} must be >= 0 (0 disables clipping)")
+        if self.muon_lr < 0:
+            problems.append(f"muon_lr={self.muon_lr} must be >= 0 (0: use train.lr)")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            problems.append(f"muon_momentum={self.muon_momentum} must be in [0, 1)")
         _problems_to_error("train", problems)
 
 
@@ -340,6 +349,11 @@ class RunConfig:
             problems.append(
                 f"data.seq_len={self.data.seq_len} is longer than model.max_seq_len={self.model.max_seq_len}; "
                 "lower data.seq_len or raise model.max_seq_len"
+            )
+        if self.train.optimizer == "muon" and self.dist.strategy == "fsdp":
+            problems.append(
+                "train.optimizer='muon' needs whole matrices, but dist.strategy='fsdp' shards them; "
+                "use train.optimizer=adamw with FSDP, or dist.strategy=ddp"
             )
         if problems:
             raise ConfigError("\n".join(problems))

@@ -196,7 +196,7 @@ class Trainer:
             while self.step < cfg.max_steps:
                 lr = lr_at(self.step, cfg)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices may peak elsewhere
                 micro = [self._to_device(self.train_batches.next_batch()) for _ in range(cfg.grad_accum)]
                 stats = train_step(self.model, micro, self.optimizer, self.task, cfg, self.scaler)
                 if not stats.finite:
