@@ -263,3 +263,31 @@ def test_char_gpt_on_tinyshakespeare_reaches_stated_loss(tmp_path: Path, shared_
     # ln(67) = 4.2 at the start; unigram entropy of the text is ~3.3 nats/char; 300 steps get well below it
     assert summary["val_loss"] < 2.5, summary
     assert summary["val_bits_per_char"] < 3.6
+
+
+def test_shakespeare_recipe_runs_with_muon(tmp_path: Path, shared_data: Path) -> None:
+    """examples/shakespeare_char.yaml (the issue-4 quality recipe) parses and trains, Muon included; 4 steps only."""
+    out = tmp_path / "sh"
+    r = lmforge(
+        "pretrain",
+        "--config",
+        "examples/shakespeare_char.yaml",
+        "--out",
+        str(out),
+        "--train.max_steps",
+        "4",
+        "--train.eval_every",
+        "2",
+        "--train.eval_batches",
+        "2",
+        "--train.log_every",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    saved = (out / "config.yaml").read_text()
+    assert "optimizer: muon" in saved and "family: modern" in saved
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [x for x in rows if "split" not in x]
+    assert [x["step"] for x in train_rows] == [1, 2, 3, 4]
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
+    assert (out / "model.safetensors").exists()
