@@ -143,6 +143,11 @@ def test_plain_closures_equal_their_modules_and_unknown_modules_pass_through() -
         assert plain(module) is not module, type(module).__name__
     unknown = nn.Sequential(nn.Linear(16, 16))
     assert plain(unknown) is unknown
+    # a fp32 matrix of >= 1M elements takes the (W @ x^T)^T route: same values up to summation order
+    for big in (nn.Linear(1024, 1024), nn.Linear(1024, 1024, bias=False)):
+        rows = torch.randn(3, 1024)
+        with torch.no_grad():
+            torch.testing.assert_close(plain(big)(rows), big(rows), rtol=0, atol=1e-5)
 
 
 def test_int8_quantized_model_decodes_through_its_own_linears() -> None:
