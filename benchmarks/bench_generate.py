@@ -154,9 +154,9 @@ def perplexity(model: torch.nn.Module, ids: torch.Tensor, window: int) -> float:
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    from torch.ao.quantization import quantize_dynamic
+    from lmforge.generation.quantize import quantize_int8 as quantize  # what `lmforge generate --quantize int8` runs
 
-    return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return quantize(model)
 
 
 def bench_int8(args: argparse.Namespace, shape: str, rows: list[dict]) -> None:

@@ -192,3 +192,15 @@ def test_fill_mask_on_a_bert_pretrained_by_lmforge(tmp_path: Path) -> None:
     cands = json.loads(out.stdout)["masks"][0]["candidates"]
     probs = [c["probability"] for c in cands]
     assert len(cands) == 4 and all(0 < p < 1 for p in probs) and probs == sorted(probs, reverse=True)
+
+
+def test_generate_int8_quantized(gpt_dir: Path) -> None:
+    r = run_cli(
+        "generate", str(gpt_dir), "--prompt", "the quick", "--max-new-tokens", "6", "--json", "--quantize", "int8"
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert 1 <= len(out["token_ids"]) <= 6 and out["finish_reason"] in ("length", "eos")
+    bad = run_cli("generate", str(gpt_dir), "--prompt", "x", "--quantize", "int8", "--dtype", "bfloat16")
+    assert bad.returncode == 2
+    assert "int8 dynamic quantization needs an fp32 model on the CPU; this one is torch.bfloat16" in bad.stderr

@@ -291,3 +291,42 @@ def test_shakespeare_recipe_runs_with_muon(tmp_path: Path, shared_data: Path) ->
     assert [x["step"] for x in train_rows] == [1, 2, 3, 4]
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     assert (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_loses_only_steps_since_the_last_checkpoint(tmp_path: Path, corpus: Path) -> None:
+    """SIGKILL at arbitrary moments, with a checkpoint every step so that some kills land mid-write: every
+    step-N directory left behind must load (sizes and sha256 checked), and --resume must finish the run."""
+    from lmforge.checkpoint.state import list_checkpoints, load_checkpoint
+    from lmforge.models import build_model
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    common = ["--data", str(corpus), "--out", str(run), "--train.eval_every", "0", "--train.keep_checkpoints", "3"]
+    args = [sys.executable, "-m", "lmforge", "pretrain", *common, *TINY, "--train.checkpoint_every", "1"]
+    rng = random.Random(0)
+    for attempt in range(3):
+        cmd = args + ["--train.max_steps", "100000"] + (["--resume"] if attempt else [])
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((run / "checkpoints").glob("step-*"))) < 2:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.5))  # somewhere in a step or a checkpoint write
+        proc.kill()
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        found = list_checkpoints(run)
+        assert found, "no checkpoint survived"
+        for _, path in found:  # every checkpoint that has its final name is whole
+            cfg = json.loads((path / "trainer_state.json").read_text())
+            assert cfg["step"] == int(path.name.split("-")[1])
+            from lmforge.config import load_config
+
+            model = build_model(load_config(run / "config.yaml").model)
+            load_checkpoint(path, model)
+    last = max(step for step, _ in list_checkpoints(run))
+    r = lmforge("pretrain", *common, "--resume", "--train.max_steps", str(last + 3))
+    assert r.returncode == 0, r.stderr
+    assert f"resumed from step {last}" in r.stdout
+    assert len(train_losses(run)) == last + 3  # one metrics row per step, none lost or doubled
+    assert (run / "model.safetensors").exists()

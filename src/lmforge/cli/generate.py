@@ -64,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together (default 8)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights and cache dtype")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8 dynamic quantization of every linear layer (CPU, float32 only): faster on larger models",
+    )
     p.add_argument("--stream", action="store_true", help="print the text as it is decoded (one prompt at a time)")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
     p.set_defaults(func=run, accepts_overrides=False)
@@ -132,6 +137,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     config = GenerationConfig(**generation_kwargs(args))  # fails before loading anything on a bad flag
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     model = lmforge.load_model(args.model, device=args.device, dtype=dtype)
+    if args.quantize == "int8":
+        from lmforge.generation.quantize import quantize_int8
+
+        model = quantize_int8(model)
     tokenizer = lmforge.load_tokenizer(args.tokenizer or args.model)
     out = sys.stdout
     if args.stream:

@@ -82,6 +82,7 @@ def summarize_result(result: object) -> dict:
         "run_dir": str(result.run_dir),  # type: ignore[attr-defined]
         "objective": result.cfg.objective,  # type: ignore[attr-defined]
         "status": r.status,
+        "start_step": r.start_step,  # > 0: resumed from the checkpoint of this step
         "step": r.step,
         "tokens": r.tokens,
         "wall_s": round(r.wall_s, 2),
@@ -101,6 +102,8 @@ def print_summary(s: dict) -> None:
         f"\n{'finished' if s['status'] == 'completed' else s['status']} at step {s['step']} "
         f"in {s['wall_s']:.1f}s: {s['tokens']:,} tokens, {s['n_params'] / 1e6:.2f}M parameters"
     ]
+    if s["start_step"]:
+        lines.append(f"  resumed from step {s['start_step']} (its checkpoint); this call ran the steps after it")
     if s.get("train_loss") is not None and math.isfinite(s["train_loss"]):
         lines.append(f"  train loss     {s['train_loss']:.4f}")
     if "val_loss" in s:
@@ -116,7 +119,6 @@ def print_summary(s: dict) -> None:
             lines.append(f"  lmforge fill-mask {run} 'The capital of France is [MASK].'")
         else:
             lines.append(f"  lmforge generate {run} --prompt 'Once upon a time' --do-sample --top-k 40")
-        lines.append(f"  lmforge evaluate {run} --task perplexity --data FILE")
         lines.append(f"  lmforge plot {run}")
     else:
         lines.append(f"continue with: lmforge pretrain --out {run} --resume")
