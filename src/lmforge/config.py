@@ -315,6 +315,10 @@ class TrainConfig:
             problems.append(f"max_grad_norm={self.max_grad_norm} must be >= 0 (0 disables clipping)")
         if self.muon_lr < 0:
             problems.append(f"muon_lr={self.muon_lr} must be >= 0 (0: use train.lr)")
+        if self.muon_lr and self.optimizer != "muon":
+            problems.append(
+                f"muon_lr={self.muon_lr} is set, but optimizer={self.optimizer!r}; add train.optimizer=muon"
+            )
         if not 0.0 <= self.muon_momentum < 1.0:
             problems.append(f"muon_momentum={self.muon_momentum} must be in [0, 1)")
         _problems_to_error("train", problems)

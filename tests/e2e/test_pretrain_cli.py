@@ -298,6 +298,7 @@ def test_kill_9_loses_only_steps_since_the_last_checkpoint(tmp_path: Path, corpu
     """SIGKILL at arbitrary moments, with a checkpoint every step so that some kills land mid-write: every
     step-N directory left behind must load (sizes and sha256 checked), and --resume must finish the run."""
     from lmforge.checkpoint.state import list_checkpoints, load_checkpoint
+    from lmforge.config import load_config
     from lmforge.models import build_model
 
     run = tmp_path / "run"
@@ -305,12 +306,18 @@ def test_kill_9_loses_only_steps_since_the_last_checkpoint(tmp_path: Path, corpu
     common = ["--data", str(corpus), "--out", str(run), "--train.eval_every", "0", "--train.keep_checkpoints", "3"]
     args = [sys.executable, "-m", "lmforge", "pretrain", *common, *TINY, "--train.checkpoint_every", "1"]
     rng = random.Random(0)
+
+    def newest() -> int:
+        return max((step for step, _ in list_checkpoints(run)), default=0) if (run / "checkpoints").is_dir() else 0
+
     for attempt in range(3):
         cmd = args + ["--train.max_steps", "100000"] + (["--resume"] if attempt else [])
+        before = newest()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         deadline = time.time() + 120
-        while time.time() < deadline and len(list((run / "checkpoints").glob("step-*"))) < 2:
+        while time.time() < deadline and newest() < before + 2:  # this process is training and checkpointing
             time.sleep(0.05)
+        assert newest() >= before + 2, "training did not progress"
         time.sleep(rng.uniform(0.0, 0.5))  # somewhere in a step or a checkpoint write
         proc.kill()
         proc.wait(timeout=60)
@@ -318,15 +325,20 @@ def test_kill_9_loses_only_steps_since_the_last_checkpoint(tmp_path: Path, corpu
         found = list_checkpoints(run)
         assert found, "no checkpoint survived"
         for _, path in found:  # every checkpoint that has its final name is whole
-            cfg = json.loads((path / "trainer_state.json").read_text())
-            assert cfg["step"] == int(path.name.split("-")[1])
-            from lmforge.config import load_config
-
-            model = build_model(load_config(run / "config.yaml").model)
-            load_checkpoint(path, model)
+            state = json.loads((path / "trainer_state.json").read_text())
+            assert state["step"] == int(path.name.split("-")[1])
+            load_checkpoint(path, build_model(load_config(run / "config.yaml").model))
     last = max(step for step, _ in list_checkpoints(run))
     r = lmforge("pretrain", *common, "--resume", "--train.max_steps", str(last + 3))
     assert r.returncode == 0, r.stderr
     assert f"resumed from step {last}" in r.stdout
     assert len(train_losses(run)) == last + 3  # one metrics row per step, none lost or doubled
     assert (run / "model.safetensors").exists()
+
+
+def test_resume_refuses_another_optimizer(tmp_path: Path, corpus: Path) -> None:
+    common = ["--data", str(corpus), "--out", str(tmp_path / "r"), *TINY]
+    assert lmforge("pretrain", *common, "--train.max_steps", "2").returncode == 0
+    r = lmforge("pretrain", *common, "--train.max_steps", "4", "--resume", "--train.optimizer", "muon")
+    assert r.returncode == 2
+    assert "was trained with train.optimizer='adamw', this run asks for 'muon'" in r.stderr

@@ -352,6 +352,42 @@ def test_muon_update_has_adamw_rms_and_decoupled_decay() -> None:
     assert 0.15 < float(step.pow(2).mean().sqrt()) < 0.25  # RMS ~0.2, AdamW's typical update size
 
 
+def test_muon_matches_torch_muon_over_several_steps() -> None:
+    """Momentum, Nesterov, decay and the AdamW-RMS scaling against torch.optim.Muon (whose Newton-Schulz runs in
+    bf16: hence the tolerance, ~1% of the distance moved)."""
+    torch.manual_seed(0)
+    ours_p, ref_p = nn.Parameter(torch.randn(48, 16)), nn.Parameter(torch.randn(48, 16))
+    with torch.no_grad():
+        ref_p.copy_(ours_p)
+    start = ours_p.detach().clone()
+    ours = MuonWithAdamW([{"params": [ours_p], "use_muon": True, "weight_decay": 0.1}], lr=0.02, momentum=0.9)
+    ref = torch.optim.Muon([ref_p], lr=0.02, weight_decay=0.1, momentum=0.9, adjust_lr_fn="match_rms_adamw")
+    for step in range(6):
+        grad = torch.randn(48, 16, generator=torch.Generator().manual_seed(step))
+        for p, opt in ((ours_p, ours), (ref_p, ref)):
+            p.grad = grad.clone()
+            opt.step()
+    moved = float((ours_p.detach() - start).abs().max())
+    assert moved > 0.05
+    torch.testing.assert_close(ours_p.detach(), ref_p.detach(), rtol=0, atol=0.01 * moved)
+
+
+def test_loading_muon_state_keeps_the_configured_hyper_parameters() -> None:
+    model = tiny_model()
+    old = build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3, muon_lr=2e-3))
+    model(torch.randint(0, V, (2, 8))).logits.sum().backward()
+    old.step()
+    new = build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3, muon_lr=5e-3, muon_momentum=0.8))
+    new.load_state_dict(old.state_dict())
+    muon_group = new.param_groups[0]
+    assert muon_group["lr_scale"] == 5.0 and muon_group["momentum"] == 0.8  # the new config wins
+    p = muon_group["params"][0]
+    assert torch.equal(new.state[p]["momentum_buffer"], old.state[p]["momentum_buffer"])  # the state is restored
+    adamw = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
+    with pytest.raises(ValueError, match="use_muon"):
+        new.load_state_dict(adamw.state_dict())
+
+
 def test_muon_refuses_non_matrices() -> None:
     with pytest.raises(ValueError, match="2-D matrices only"):
         MuonWithAdamW([{"params": [nn.Parameter(torch.zeros(3))], "use_muon": True}], lr=0.1)
@@ -402,6 +438,8 @@ def test_resume_with_muon_is_exact(tmp_path: Path) -> None:
 def test_muon_config_errors() -> None:
     with pytest.raises(ConfigError, match="train.muon_lr=-1.0 must be >= 0"):
         TrainConfig(muon_lr=-1.0)
+    with pytest.raises(ConfigError, match="muon_lr=0.01 is set, but optimizer='adamw'; add train.optimizer=muon"):
+        TrainConfig(muon_lr=0.01)
     with pytest.raises(ConfigError, match="train.optimizer='muon' needs whole matrices.*fsdp"):
         RunConfig(
             model=ModelConfig(vocab_size=V), train=TrainConfig(optimizer="muon"), dist=DistConfig(strategy="fsdp")

@@ -3,7 +3,7 @@
 A checkpoint is a directory ``checkpoints/step-N/``::
 
     model.safetensors       weights (tied tensors stored once)
-    optimizer.safetensors   AdamW moments and step counters, keyed "state.<param index>.<name>"
+    optimizer.safetensors   optimizer tensors (AdamW moments, Muon momentum buffers), keyed "state.<param index>.<name>"
     rng.safetensors         torch CPU/CUDA generator states and numpy's MT19937 key
     trainer_state.json      step, sampler position, schedule, optimizer hyper-parameters, python RNG,
                             counters, and the size + sha256 of each .safetensors file (written last)

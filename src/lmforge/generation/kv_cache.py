@@ -31,14 +31,17 @@ class NextTokenLogits:
     runs through the model's `encode`, and the LM head only on the last position: at prefill that skips
     T - 1 rows of the (C x V) matmul and a (B, T, V) logits tensor (51 MB for GPT-2 at batch 8, T = 32),
     as transformers does with logits_to_keep=1. Each new token (T = 1) runs through the model's
-    `decoder()`, the same math without module calls (see models/layers.py). Modules that are not ours
-    go through their forward.
+    `decoder()`, the same math without module calls (see models/layers.py). Modules that are not ours,
+    and models with forward hooks, go through their forward.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         lm_head = getattr(model, "lm_head", None)
-        self.ours = lm_head is not None and hasattr(model, "encode")
+        # forward hooks (recording, steering, pruning) run only through nn.Module calls: a model with any
+        # goes through its plain forward, as a model that is not ours does
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        self.ours = lm_head is not None and hasattr(model, "encode") and not hooked
         if self.ours:
             self.lm_head, self.decode = plain(lm_head), model.decoder()
 

@@ -201,7 +201,8 @@ class Attention(nn.Module):
 # as much as the arithmetic: gpt-mini makes ~80 module calls per token. So decoder families build,
 # once per generation call, plain closures over their tensors (`decoder()` in each family file) that
 # compute exactly what `forward` computes for T = 1, without module calls, dropout or attention maps.
-# tests/unit/test_generation.py checks them against `forward`.
+# tests/unit/test_generate.py checks them against `forward`. Hooks do not run inside closures, so generation
+# falls back to `forward` for a model with forward hooks (generation/kv_cache.py).
 
 TensorFn = Callable[[Tensor], Tensor]
 
@@ -213,6 +214,8 @@ def plain(module: nn.Module) -> TensorFn:
     quantized linear, a user's replacement) keeps its own forward, so the fast path stays correct.
     """
     kind = type(module)
+    if module._forward_hooks or module._forward_pre_hooks:  # a closure would skip them
+        return module
     if kind is nn.Linear:
         w, b = module.weight, module.bias
         if w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= 1 << 20:
@@ -255,10 +258,16 @@ def _onednn_packed(w: Tensor) -> Tensor | None:
 
     On CPUs without AMX, bf16 F.linear with one row re-lays out W on every call and runs at half the fp32
     speed; the pre-packed weight (the op torch.compile's CPU backend uses) decodes gpt-mini 1.4x faster.
-    The copy is kept per weight until the weight changes (data pointer or in-place version), so repeated
-    generate calls pay the reorder once; it costs the weight's size in memory.
+    The copy is kept for as long as the weight lives, so repeated generate calls pay the reorder once; it
+    costs the weight's size in memory. It is redone when the weight changes through its data pointer or
+    in-place version counter (optimizer steps, load_state_dict, .to()). Writes through `weight.data` bypass
+    the version counter: call `clear_packed_weights()` after them. Inference tensors have no version counter
+    and are not packed. torch.ops.mkldnn._linear_pointwise is private (torch.compile's CPU backend uses it),
+    so any failure to pack falls back to F.linear; it can go when bf16 F.linear is as fast for a few rows.
     """
-    if not (hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+    if w.is_inference() or not (
+        hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    ):
         return None
     key = (w.data_ptr(), w._version)
     cached = _PACKED.get(w)
@@ -270,6 +279,11 @@ def _onednn_packed(w: Tensor) -> Tensor | None:
         return None
     _PACKED[w] = (key, packed)
     return packed
+
+
+def clear_packed_weights() -> None:
+    """Drop every cached oneDNN copy of a bf16 weight (after editing weights through `.data`; frees memory)."""
+    _PACKED.clear()
 
 
 AttendFn = Callable[[Tensor, "Tensor | None", KVCache, Tensor], Tensor]

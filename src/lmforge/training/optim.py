@@ -109,8 +109,23 @@ class MuonWithAdamW(Optimizer):
         for group in params:
             if group.get("use_muon") and any(p.dim() != 2 for p in group["params"]):
                 raise ValueError("Muon updates 2-D matrices only; put other parameters in a use_muon=False group")
-        defaults = dict(lr=lr, betas=betas, eps=eps, momentum=momentum, ns_steps=ns_steps, weight_decay=0.0)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, momentum=momentum, ns_steps=ns_steps, weight_decay=0.0, use_muon=False
+        )
         super().__init__(params, defaults)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore moments and momentum buffers; hyper-parameters stay as configured now (the config wins)."""
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        saved = [bool(g.get("use_muon")) for g in state_dict["param_groups"]]
+        if saved != [g["use_muon"] for g in configured]:
+            raise ValueError(
+                f"saved parameter groups (use_muon={saved}) differ from this optimizer's "
+                f"({[g['use_muon'] for g in configured]}): was it saved by another optimizer?"
+            )
+        super().load_state_dict(state_dict)
+        for group, settings in zip(self.param_groups, configured):
+            group.update(settings)  # e.g. a changed train.muon_lr (lr_scale) or muon_momentum takes effect
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
@@ -142,11 +157,11 @@ class MuonWithAdamW(Optimizer):
                 continue
             state = self.state[p]
             if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["step"] = 0  # a Python number: reading it never syncs a GPU (checkpoints keep it in JSON)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"] += 1
-            t = float(state["step"])
+            t = state["step"]
             state["exp_avg"].lerp_(p.grad, 1.0 - beta1)
             state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
             denom = (state["exp_avg_sq"] / (1.0 - beta2**t)).sqrt_().add_(eps)

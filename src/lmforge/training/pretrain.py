@@ -274,7 +274,7 @@ def pretrain(
 
 
 def _check_same_model(cfg: RunConfig, run_dir: Path) -> None:
-    """A resumed run must build the same model it saved; other sections (max_steps, eval_every) may change."""
+    """A resumed run must build the same model with the same optimizer; other fields (max_steps, lr) may change."""
     from lmforge.config import load_config
 
     saved = load_config(run_dir / "config.yaml")
@@ -285,3 +285,8 @@ def _check_same_model(cfg: RunConfig, run_dir: Path) -> None:
         if saved.objective != cfg.objective:
             detail = ", ".join(filter(None, [detail, f"objective: {saved.objective!r} -> {cfg.objective!r}"]))
         raise ConfigError(f"--resume: {run_dir}/config.yaml was trained with another model ({detail})")
+    if saved.train.optimizer != cfg.train.optimizer:
+        raise ConfigError(
+            f"--resume: {run_dir} was trained with train.optimizer={saved.train.optimizer!r}, this run asks for "
+            f"{cfg.train.optimizer!r}; the saved optimizer state only fits the first (start a new run to switch)"
+        )
