@@ -372,20 +372,22 @@ def test_muon_matches_torch_muon_over_several_steps() -> None:
     torch.testing.assert_close(ours_p.detach(), ref_p.detach(), rtol=0, atol=0.01 * moved)
 
 
-def test_loading_muon_state_keeps_the_configured_hyper_parameters() -> None:
+def test_resume_keeps_moments_but_takes_hyper_parameters_from_the_new_config(tmp_path: Path) -> None:
+    from lmforge.checkpoint.state import TrainState, load_checkpoint, save_checkpoint
+
     model = tiny_model()
-    old = build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3, muon_lr=2e-3))
+    old = build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3, muon_lr=2e-3, weight_decay=0.1))
     model(torch.randint(0, V, (2, 8))).logits.sum().backward()
     old.step()
-    new = build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3, muon_lr=5e-3, muon_momentum=0.8))
-    new.load_state_dict(old.state_dict())
+    path = save_checkpoint(tmp_path, TrainState(step=1, model=model, optimizer=old))
+    new = build_optimizer(model, train_cfg(optimizer="muon", lr=1e-3, muon_lr=5e-3, muon_momentum=0.8, weight_decay=0))
+    load_checkpoint(path, model, new)
     muon_group = new.param_groups[0]
-    assert muon_group["lr_scale"] == 5.0 and muon_group["momentum"] == 0.8  # the new config wins
+    assert (muon_group["lr_scale"], muon_group["momentum"], muon_group["weight_decay"]) == (5.0, 0.8, 0.0)
     p = muon_group["params"][0]
     assert torch.equal(new.state[p]["momentum_buffer"], old.state[p]["momentum_buffer"])  # the state is restored
-    adamw = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
     with pytest.raises(ValueError, match="use_muon"):
-        new.load_state_dict(adamw.state_dict())
+        new.load_state_dict(torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3).state_dict())
 
 
 def test_muon_refuses_non_matrices() -> None:

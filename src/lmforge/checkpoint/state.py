@@ -259,10 +259,15 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: Optimizer | N
     if optimizer is not None:
         device = next(target.parameters()).device
         opt_tensors = safetensors.torch.load_file(str(path / "optimizer.safetensors"), device=str(device))
+        # moments come from the checkpoint, hyper-parameters (betas, weight decay, Muon's lr_scale and momentum)
+        # from the optimizer as this run configured it: load_state_dict would bring back the saved ones
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         try:
             optimizer.load_state_dict(_optimizer_from_flat(opt_tensors, meta["optimizer"]))
         except (ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(f"{path / 'optimizer.safetensors'}: does not fit this optimizer: {e}") from e
+        for group, settings in zip(optimizer.param_groups, configured):
+            group.update(settings)
     restore_rng(safetensors.torch.load_file(str(path / "rng.safetensors")), meta["rng"])
     return LoadedState(
         step=int(meta["step"]),

@@ -115,17 +115,15 @@ class MuonWithAdamW(Optimizer):
         super().__init__(params, defaults)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore moments and momentum buffers; hyper-parameters stay as configured now (the config wins)."""
-        configured = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        """Restore a state dict saved by an optimizer with the same Muon / AdamW split of parameter groups."""
         saved = [bool(g.get("use_muon")) for g in state_dict["param_groups"]]
-        if saved != [g["use_muon"] for g in configured]:
+        ours = [g["use_muon"] for g in self.param_groups]
+        if saved != ours:  # e.g. an AdamW state: its moments would land on Muon's matrices
             raise ValueError(
-                f"saved parameter groups (use_muon={saved}) differ from this optimizer's "
-                f"({[g['use_muon'] for g in configured]}): was it saved by another optimizer?"
+                f"saved parameter groups (use_muon={saved}) differ from this optimizer's ({ours}): "
+                "was it saved by another optimizer?"
             )
         super().load_state_dict(state_dict)
-        for group, settings in zip(self.param_groups, configured):
-            group.update(settings)  # e.g. a changed train.muon_lr (lr_scale) or muon_momentum takes effect
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
