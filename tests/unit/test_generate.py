@@ -194,7 +194,9 @@ def test_bf16_decoding_equals_bf16_recompute() -> None:
 def test_int8_quantized_model_decodes_through_its_own_linears() -> None:
     """quantize_dynamic swaps nn.Linear for int8 modules: the fast path must call them, not the fp32 weights."""
     model = tiny()
-    quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    from lmforge.generation.quantize import quantize_int8
+
+    quantized = quantize_int8(model)
     ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         ref, _ = full_recompute_greedy(quantized, ids, 24)

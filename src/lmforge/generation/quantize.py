@@ -29,6 +29,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao (and the deprecation of quantized tensor creation);
         # both still work in torch 2.13. Move to torchao's int8 API once torchao is a dependency.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="torch.quantize_per_tensor", category=UserWarning)
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
