@@ -71,6 +71,28 @@ def test_keeps_last_k(tmp_path: Path) -> None:
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
 
 
+def test_a_kill_while_pruning_never_leaves_a_half_deleted_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old checkpoints are renamed away before rmtree: a kill mid-delete leaves a hidden leftover, not a step-N."""
+    model, opt = make()
+    save_checkpoint(tmp_path, TrainState(step=1, model=model, optimizer=opt), keep=1)
+    real_rmtree = state_mod.shutil.rmtree
+
+    def killed_midway(path: Path, ignore_errors: bool = False) -> None:
+        next(Path(path).glob("optimizer.safetensors")).unlink()  # one file gone, then the process dies
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(state_mod.shutil, "rmtree", killed_midway)
+    with pytest.raises(SystemExit):
+        save_checkpoint(tmp_path, TrainState(step=2, model=model, optimizer=opt), keep=1)
+    monkeypatch.setattr(state_mod.shutil, "rmtree", real_rmtree)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]  # step-1 is no longer a step-N directory
+    assert load_latest_checkpoint(tmp_path, *make(3)).step == 2
+    save_checkpoint(tmp_path, TrainState(step=3, model=model, optimizer=opt), keep=1)  # sweeps the leftover
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-3"]
+
+
 def test_disk_full_leaves_previous_checkpoints_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, opt = make()
     save_checkpoint(tmp_path, TrainState(step=1, model=model, optimizer=opt), keep=1)

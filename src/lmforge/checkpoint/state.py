@@ -168,7 +168,7 @@ def save_checkpoint(run_dir: str | Path, state: TrainState, keep: int = 2) -> Pa
     """
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".step-*.tmp*"):  # left by a process killed mid-write
+    for stale in root.glob(".step-*"):  # half-written or half-deleted, left by a process killed there
         shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{state.step}"
     tmp = root / f".step-{state.step}.tmp-{os.getpid()}"
@@ -198,7 +198,7 @@ def save_checkpoint(run_dir: str | Path, state: TrainState, keep: int = 2) -> Pa
         _fsync_file(tmp / "trainer_state.json")
         _fsync_dir(tmp)
         if final.exists():  # the same step saved again (e.g. SIGTERM right after a scheduled save)
-            shutil.rmtree(final)
+            _remove_checkpoint(final)
         tmp.rename(final)
         _fsync_dir(root)
     except (OSError, RuntimeError, TypeError, ValueError) as e:
@@ -207,8 +207,23 @@ def save_checkpoint(run_dir: str | Path, state: TrainState, keep: int = 2) -> Pa
             f"could not write checkpoint {final}: {e}; the previous checkpoints in {root} are untouched"
         ) from e
     for _, old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_checkpoint(old)
     return final
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Delete a step-N directory so that a kill at any moment never leaves a half-deleted `step-N` behind.
+
+    rmtree removes files one by one; a kill in between would leave a step-N that lacks some files. Renaming
+    it to a hidden name first is atomic, and the next save sweeps up whatever the kill left of it.
+    """
+    trash = path.with_name(f".{path.name}.trash-{os.getpid()}")
+    try:
+        path.rename(trash)
+        _fsync_dir(path.parent)
+    except OSError:  # left in place: a surplus old checkpoint is harmless, and the next save tries again
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 # --- reading -------------------------------------------------------------------------------------------------
