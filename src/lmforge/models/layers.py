@@ -208,10 +208,11 @@ TensorFn = Callable[[Tensor], Tensor]
 
 
 def plain(module: nn.Module) -> TensorFn:
-    """`module`'s eval-mode forward as a closure over its tensors; other modules are returned as they are.
+    """`module`'s eval-mode forward on 2-D input (rows, features) as a closure over its tensors.
 
     Known: Linear, LayerNorm, RMSNorm, the activations, MLP and SwiGLU. Anything else (an int8 dynamically
-    quantized linear, a user's replacement) keeps its own forward, so the fast path stays correct.
+    quantized linear, a user's replacement, a module with hooks) is returned as it is, so the fast path stays
+    correct.
     """
     kind = type(module)
     if module._forward_hooks or module._forward_pre_hooks:  # a closure would skip them
