@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   lmforge generate hf/gpt2 --prompt "The capital of France is" --num-beams 4 --length-penalty 1.0 --json
   lmforge generate runs/my-gpt --prompts-file prompts.txt --stop "\\n\\n" --json > out.jsonl
   lmforge generate runs/my-gpt --prompt "$(cat long.txt)" --truncate left
+  lmforge generate hf/gpt2 --prompt "The capital of France is" --quantize int8     int8 weights, CPU float32
 
 --json prints one object per prompt: prompt, text, token_ids, logprobs (of each token under the model),
 finish_reason (length | stop | eos) and prompt_tokens. With --stream it first prints {"index", "delta"}

@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   lmforge pretrain --data ../shared/data/tinyshakespeare/input.txt --tokenizer.kind char --out runs/c
   lmforge pretrain --out runs/gpt --resume --train.max_steps 4000     continue (and extend) a run
   lmforge pretrain --config my.yaml --out runs/x --overwrite            replace what runs/x holds
+  lmforge pretrain --model.preset gpt-mini --data corpus/ --out runs/m --train.optimizer muon --train.lr 1e-2
 Any config field can be set as --section.field VALUE (see the sections of config.yaml in a run directory).
 """
 

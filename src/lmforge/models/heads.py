@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.layers import KVCache, activation, build_attention_mask
+from lmforge.models.layers import KVCache, activation, attention_decoder, build_attention_mask, plain
 
 # f(tokens (B,), positions (B | 1, 1), cache, key mask (B, S) | None) -> hidden (B, C) after the final norm
 DecodeFn = Callable[[Tensor, Tensor, list[KVCache], Tensor | None], Tensor]
@@ -191,6 +191,25 @@ class TransformerModel(nn.Module):
         Build it once per generation call: it captures the current modules and tensors.
         """
         raise NotImplementedError(f"{type(self).__name__} has no single-token decoder (not a decoder family)")
+
+    def _pre_norm_decoder(self, embed: Callable[[Tensor, Tensor], Tensor]) -> DecodeFn:
+        """`decoder()` of a pre-norm family (GPT-2/GPT-3, modern): x + attn(norm(x)), x + mlp(norm(x)), final norm.
+
+        `embed(tokens (B,), positions (B | 1, 1)) -> (B, C)` is the family's own input embedding.
+        """
+        blocks = [(plain(b.attn_norm), attention_decoder(b.attn), plain(b.mlp_norm), plain(b.mlp)) for b in self.blocks]
+        kinds = [self.cfg.layer_attention(i) for i in range(self.cfg.n_layer)]
+        final_norm = plain(self.final_norm)
+
+        def decode(tokens: Tensor, positions: Tensor, cache: list[KVCache], mask: Tensor | None) -> Tensor:
+            x = embed(tokens, positions)
+            masks = self._masks(mask, 1, cache[0].length + 1, x.device)
+            for (attn_norm, attn, mlp_norm, mlp), kind, layer_cache in zip(blocks, kinds, cache):
+                x = x + attn(attn_norm(x), masks[kind], layer_cache, positions)  # the block's forward, T = 1
+                x = x + mlp(mlp_norm(x))
+            return final_norm(x)
+
+        return decode
 
     def _masks(self, attention_mask: Tensor | None, T: int, S: int, device: torch.device) -> dict[str, Tensor | None]:
         """One boolean mask per attention kind used by this model (dense, banded)."""

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from lmforge.config import ModelConfig
 from lmforge.models.heads import DecodeFn, Encoded, TransformerModel
 from lmforge.models.init import init_gpt2
-from lmforge.models.layers import Attention, KVCache, RMSNorm, Rotary, SwiGLU, attention_decoder, plain
+from lmforge.models.layers import Attention, KVCache, RMSNorm, Rotary, SwiGLU
 
 
 class ModernBlock(nn.Module):
@@ -54,16 +54,5 @@ class Modern(TransformerModel):
         return Encoded(self.final_norm(x), attns)
 
     def decoder(self) -> DecodeFn:
-        blocks = [(plain(b.attn_norm), attention_decoder(b.attn), plain(b.mlp_norm), plain(b.mlp)) for b in self.blocks]
-        kinds = [self.cfg.layer_attention(i) for i in range(self.cfg.n_layer)]
-        tok_emb, final_norm = self.tok_emb.weight, plain(self.final_norm)
-
-        def decode(tokens: Tensor, positions: Tensor, cache: list[KVCache], mask: Tensor | None) -> Tensor:
-            x = F.embedding(tokens, tok_emb)  # (B, C); positions enter through RoPE in attention
-            masks = self._masks(mask, 1, cache[0].length + 1, x.device)
-            for (attn_norm, attn, mlp_norm, mlp), kind, layer_cache in zip(blocks, kinds, cache):
-                x = x + attn(attn_norm(x), masks[kind], layer_cache, positions)  # the block's forward, T = 1
-                x = x + mlp(mlp_norm(x))
-            return final_norm(x)
-
-        return decode
+        tok_emb = self.tok_emb.weight  # positions enter through RoPE in attention
+        return self._pre_norm_decoder(lambda tokens, pos: F.embedding(tokens, tok_emb))
