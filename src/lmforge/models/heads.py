@@ -25,6 +25,7 @@ class ModelOutput:
 
     last_hidden_state: Tensor  # (B, T, C)
     logits: Tensor | None = None  # (B, T, V) for lm/mlm, (B, num_labels) sequence, (B, T, num_labels) token
+    loss: Tensor | None = None  # what `head_loss` returned, when forward was given one (then logits is None)
     pooled: Tensor | None = None  # (B, C): BERT's pooler output, or a GPT's last real token
     attentions: list[Tensor] | None = None  # per layer (B, H, T, S), only when asked for
 
@@ -47,8 +48,12 @@ class MLMHead(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.eps)
         self.decoder = nn.Linear(cfg.d_model, cfg.vocab_size, bias=True)
 
+    def transform(self, h: Tensor) -> Tensor:
+        """Everything before the decoder (dense, GELU, LayerNorm)."""
+        return self.norm(self.act(self.dense(h)))
+
     def forward(self, h: Tensor) -> Tensor:
-        return self.decoder(self.norm(self.act(self.dense(h))))
+        return self.decoder(self.transform(h))
 
 
 class Pooler(nn.Module):
@@ -136,6 +141,7 @@ class TransformerModel(nn.Module):
         cache: list[KVCache] | None = None,
         output_attentions: bool = False,
         head_mask: Tensor | None = None,
+        head_loss: Callable[[Tensor, nn.Module], Tensor] | None = None,
     ) -> ModelOutput:
         """Run the model on input_ids (B, T); `attention_mask` (B, S) marks real tokens with 1.
 
@@ -143,6 +149,9 @@ class TransformerModel(nn.Module):
             head_mask: (B, T) bool; an lm/mlm/token head then runs only where it is True and `logits` is
                 (N, V) for those N positions. MLM training passes its ~15% selected positions: the
                 V-wide decoder is about half of a small BERT's FLOPs.
+            head_loss: for an lm/mlm head, `head_loss(hidden, head)` is called instead of `head(hidden)` and its
+                result returned as `loss`: a task computes its loss from the head's weights without the (N, V)
+                logits (tasks.losses). It runs inside forward, so DDP and FSDP2 see the head being used.
         """
         enc = self.encode(input_ids, attention_mask, token_type_ids, position_ids, cache, output_attentions)
         h = enc.hidden
@@ -151,7 +160,11 @@ class TransformerModel(nn.Module):
         if self.cfg.family == "bert" and hasattr(self, "pooler"):
             out.pooled = self.pooler(h)
         per_token = h if head_mask is None else h[head_mask]  # (B, T, C) or (N, C)
-        if head == "lm":
+        if head_loss is not None:
+            if head not in ("lm", "mlm"):
+                raise ValueError(f"head_loss needs an lm or mlm head, this model has a {head!r} head")
+            out.loss = head_loss(per_token, self.lm_head if head == "lm" else self.mlm_head)
+        elif head == "lm":
             out.logits = self.lm_head(per_token)
         elif head == "mlm":
             out.logits = self.mlm_head(per_token)

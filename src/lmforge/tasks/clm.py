@@ -6,20 +6,23 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.tasks import Batch
+from lmforge.tasks.losses import linear_cross_entropy
 
 
-def lm_loss(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
-    """Cross-entropy over positions whose label is not -100.
+def lm_loss(model: nn.Module, batch: Batch, reduction: str) -> Tensor:
+    """`F.cross_entropy(logits.float(), labels, ignore_index=-100)` of the model's next-token logits.
 
-    The loss is computed in fp32: bf16 keeps ~3 significant digits, too coarse for a log-softmax over
-    thousands of logits.
+    Computed by `linear_cross_entropy` from the LM head's weight, so the (B, T, V) logits never exist: for GPT-2
+    at 1,024 tokens they and their log-softmax and gradients are four 206 MB tensors.
     """
-    V = logits.shape[-1]
-    return F.cross_entropy(logits.float().reshape(-1, V), labels.reshape(-1), ignore_index=-100, reduction=reduction)
+
+    def loss(hidden: Tensor, head: nn.Module) -> Tensor:
+        return linear_cross_entropy(hidden, head.weight, batch["labels"], head.bias, reduction)
+
+    return model(batch["input_ids"], attention_mask=batch.get("attention_mask"), head_loss=loss).loss
 
 
 @dataclass
@@ -30,15 +33,12 @@ class CLMTask:
     name: str = "clm"
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask")).logits  # (B, T, V)
-        return lm_loss(logits, batch["labels"])
+        return lm_loss(model, batch, "mean")
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, float]:
-        logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-        labels = batch["labels"]
-        total = lm_loss(logits, labels, reduction="sum")
-        return {"loss_sum": float(total), "tokens": float((labels != -100).sum())}
+        total = lm_loss(model, batch, "sum")
+        return {"loss_sum": float(total), "tokens": float((batch["labels"] != -100).sum())}
 
     def finalize_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["loss_sum"] / max(sums["tokens"], 1.0)

@@ -10,6 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.tasks import Batch
+from lmforge.tasks.losses import linear_cross_entropy
+
+
+def _selected(batch: Batch) -> tuple[Tensor, Tensor | None]:
+    """The (B, T) positions to predict (label not -100), and the attention mask SDPA should see."""
+    mask = batch.get("attention_mask")
+    if mask is not None and bool(mask.all()):  # no padding: SDPA's fast path needs no mask at all
+        mask = None
+    return batch["labels"] != -100, mask
 
 
 def masked_logits(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -19,15 +28,31 @@ def masked_logits(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     (`head_mask`): the decoder is about half of a small BERT's FLOPs, and the other 85% of its output
     would be thrown away. Going through forward keeps this working under DDP and torch.compile.
     """
-    labels = batch["labels"]
-    selected = labels != -100  # (B, T)
-    mask = batch.get("attention_mask")
-    if mask is not None and bool(mask.all()):  # no padding: SDPA's fast path needs no mask at all
-        mask = None
+    selected, mask = _selected(batch)
     logits = model(
         batch["input_ids"], attention_mask=mask, token_type_ids=batch.get("token_type_ids"), head_mask=selected
     ).logits  # (N, V)
-    return logits, labels[selected]
+    return logits, batch["labels"][selected]
+
+
+def masked_loss(model: nn.Module, batch: Batch) -> Tensor:
+    """Mean fp32 cross-entropy over the selected positions (0 when none is), without their (N, V) logits.
+
+    As `masked_logits`, with the head's decoder fused into the loss (`linear_cross_entropy`).
+    """
+    selected, mask = _selected(batch)
+    labels = batch["labels"][selected]
+
+    def loss(hidden: Tensor, head: nn.Module) -> Tensor:
+        return linear_cross_entropy(head.transform(hidden), head.decoder.weight, labels, head.decoder.bias)
+
+    return model(
+        batch["input_ids"],
+        attention_mask=mask,
+        token_type_ids=batch.get("token_type_ids"),
+        head_mask=selected,
+        head_loss=loss,
+    ).loss
 
 
 @dataclass
@@ -37,11 +62,7 @@ class MLMTask:
     name: str = "mlm"
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits, labels = masked_logits(model, batch)
-        if labels.numel() == 0:  # nothing was selected in this batch: a zero loss that still has a graph
-            return logits.sum() * 0.0
-        # fp32 loss: bf16 log-softmax over 30k logits loses too many digits
-        return F.cross_entropy(logits.float(), labels)
+        return masked_loss(model, batch)
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, float]:

@@ -1,0 +1,155 @@
+"""linear_cross_entropy against F.cross_entropy(F.linear(...)), and the CLM / MLM losses that use it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmforge.config import ModelConfig
+from lmforge.models import build_model
+from lmforge.tasks import losses
+from lmforge.tasks.clm import CLMTask
+from lmforge.tasks.losses import linear_cross_entropy
+from lmforge.tasks.mlm import MLMTask, masked_logits
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 64 rows, so that 300 rows take 5 chunks, the last one short."""
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 64 * 1000)
+    monkeypatch.setattr(losses, "MIN_ROWS", 64)
+
+
+def _inputs(n: int = 300, c: int = 32, v: int = 1000, bias: bool = True) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(n, c, generator=g, requires_grad=True)
+    w = (torch.randn(v, c, generator=g) * 0.2).requires_grad_()
+    b = torch.randn(v, generator=g).requires_grad_() if bias else None
+    y = torch.randint(0, v, (n,), generator=g)
+    y[::7] = -100
+    return h, w, b, y
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_matches_cross_entropy_over_several_chunks(small_chunks: None, reduction: str) -> None:
+    h, w, b, y = _inputs()
+    assert losses.chunk_rows(1000) == 64
+    expected = F.cross_entropy(F.linear(h, w, b), y, ignore_index=-100, reduction=reduction)
+    want = torch.autograd.grad(expected * 0.7, [h, w, b])
+    got_loss = linear_cross_entropy(h, w, y, b, reduction=reduction)
+    got = torch.autograd.grad(got_loss * 0.7, [h, w, b])
+    torch.testing.assert_close(got_loss, expected, rtol=1e-6, atol=1e-5)
+    for g_got, g_want in zip(got, want):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+    assert float(got[0][::7].abs().max()) == 0.0  # ignored rows get no gradient
+
+
+def test_batched_hidden_states_and_no_bias() -> None:
+    h, w, _, y = _inputs(n=24, bias=False)
+    h3, y3 = h.detach().reshape(2, 12, -1).requires_grad_(), y.reshape(2, 12)
+    expected = F.cross_entropy(F.linear(h3, w).reshape(24, -1), y)
+    torch.testing.assert_close(linear_cross_entropy(h3, w, y3), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_bf16_autocast_matches_autocast_linear_then_fp32_cross_entropy(small_chunks: None) -> None:
+    h, w, b, y = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = F.cross_entropy(F.linear(h, w, b).float(), y)
+        got = linear_cross_entropy(h, w, y, b)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+    want_grads = torch.autograd.grad(expected, [h, w, b])
+    got_grads = torch.autograd.grad(got, [h, w, b])
+    for g_got, g_want in zip(got_grads, want_grads):
+        assert g_got.dtype == torch.float32
+        torch.testing.assert_close(g_got, g_want, rtol=2e-2, atol=2e-3)
+
+
+def test_no_labelled_rows_gives_zero_loss_and_zero_gradients() -> None:
+    h, w, b, _ = _inputs(n=5)
+    y = torch.full((5,), -100)
+    loss = linear_cross_entropy(h, w, y, b)
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert float(h.grad.abs().sum() + w.grad.abs().sum() + b.grad.abs().sum()) == 0.0
+    h0 = torch.zeros(0, 32, requires_grad=True)  # no rows at all (an MLM batch with nothing selected)
+    loss0 = linear_cross_entropy(h0, w, torch.zeros(0, dtype=torch.long), b)
+    loss0.backward()
+    assert float(loss0.detach()) == 0.0 and w.grad.isfinite().all()
+
+
+def test_no_grad_forward_and_bad_arguments() -> None:
+    h, w, b, y = _inputs()
+    with torch.no_grad():
+        total = linear_cross_entropy(h, w, y, b, reduction="sum")
+    torch.testing.assert_close(total, F.cross_entropy(F.linear(h, w, b), y, reduction="sum").detach())
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
+        linear_cross_entropy(h, w, y, b, reduction="none")
+    with pytest.raises(ValueError, match="300 hidden rows but 299 labels"):
+        linear_cross_entropy(h, w, y[:-1], b)
+
+
+def test_a_second_backward_is_refused() -> None:
+    h, w, b, y = _inputs(n=10)
+    loss = linear_cross_entropy(h, w, y, b)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward per forward"):
+        loss.backward()
+
+
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "modern", "gpt1"])
+def test_clm_loss_equals_cross_entropy_of_the_logits(family: str) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(family=family, vocab_size=97, n_layer=2, n_head=2, d_model=32, max_seq_len=16)
+    model = build_model(cfg)
+    ids = torch.randint(0, 97, (3, 16))
+    labels = torch.randint(0, 97, (3, 16))
+    labels[0, :5] = -100
+    logits = model(ids).logits
+    F.cross_entropy(logits.reshape(-1, 97), labels.reshape(-1)).backward()
+    want = _grads(model)
+    model.zero_grad(set_to_none=True)
+    loss = CLMTask().loss(model, {"input_ids": ids, "labels": labels})
+    loss.backward()
+    got = _grads(model)
+    expected = F.cross_entropy(logits.detach().reshape(-1, 97), labels.reshape(-1))
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-6, atol=1e-6)
+    assert got.keys() == want.keys() and "tok_emb.weight" in got  # the tied embedding gets both contributions
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)
+    sums = CLMTask().eval_sums(model, {"input_ids": ids, "labels": labels})
+    assert sums["tokens"] == 43.0
+    assert sums["loss_sum"] == pytest.approx(float(expected) * 43, rel=1e-5)
+
+
+def test_mlm_loss_equals_cross_entropy_of_the_selected_logits() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="bert", head="mlm", vocab_size=97, n_layer=2, n_head=2, d_model=32, max_seq_len=16)
+    model = build_model(cfg)
+    ids = torch.randint(0, 97, (2, 16))
+    labels = torch.full((2, 16), -100)
+    labels[0, 3], labels[1, 7], labels[1, 8] = 5, 6, 7
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
+    logits, selected = masked_logits(model, batch)
+    F.cross_entropy(logits, selected).backward()
+    want = _grads(model)
+    model.zero_grad(set_to_none=True)
+    loss = MLMTask().loss(model, batch)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), F.cross_entropy(logits.detach(), selected), rtol=1e-6, atol=1e-6)
+    got = _grads(model)
+    assert "mlm_head.decoder.bias" in got
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_head_loss_needs_an_lm_or_mlm_head() -> None:
+    cfg = ModelConfig(family="bert", head="sequence", num_labels=2, vocab_size=97, n_layer=1, n_head=2, d_model=32)
+    model = build_model(cfg)
+    with pytest.raises(ValueError, match="head_loss needs an lm or mlm head, this model has a 'sequence' head"):
+        model(torch.zeros(1, 4, dtype=torch.long), head_loss=lambda h, head: h.sum())
