@@ -16,9 +16,22 @@ from lmforge.tasks.mlm import MLMTask, masked_logits
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of 64 rows, so that 300 rows take 5 chunks, the last one short."""
+    """The chunked path even for small inputs, in chunks of 64 rows: 300 rows take 5, the last one short."""
+    monkeypatch.setattr(losses, "SMALL_LOGITS", 0)
     monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 64 * 1000)
     monkeypatch.setattr(losses, "MIN_ROWS", 64)
+
+
+@pytest.fixture(params=["chunked", "plain"])
+def either_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both implementations: chunked (3 chunks of 16 rows here) and F.linear + F.cross_entropy (small logits)."""
+    if request.param == "chunked":
+        monkeypatch.setattr(losses, "SMALL_LOGITS", 0)
+        monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 16)
+        monkeypatch.setattr(losses, "MIN_ROWS", 16)
+    else:
+        monkeypatch.setattr(losses, "SMALL_LOGITS", 1 << 40)
+    return request.param
 
 
 def _inputs(n: int = 300, c: int = 32, v: int = 1000, bias: bool = True) -> tuple[torch.Tensor, ...]:
@@ -45,7 +58,7 @@ def test_matches_cross_entropy_over_several_chunks(small_chunks: None, reduction
     assert float(got[0][::7].abs().max()) == 0.0  # ignored rows get no gradient
 
 
-def test_batched_hidden_states_and_no_bias() -> None:
+def test_batched_hidden_states_and_no_bias(either_path: str) -> None:
     h, w, _, y = _inputs(n=24, bias=False)
     h3, y3 = h.detach().reshape(2, 12, -1).requires_grad_(), y.reshape(2, 12)
     expected = F.cross_entropy(F.linear(h3, w).reshape(24, -1), y)
@@ -66,7 +79,7 @@ def test_bf16_autocast_matches_autocast_linear_then_fp32_cross_entropy(small_chu
         torch.testing.assert_close(g_got, g_want, rtol=2e-2, atol=2e-3)
 
 
-def test_no_labelled_rows_gives_zero_loss_and_zero_gradients() -> None:
+def test_no_labelled_rows_gives_zero_loss_and_zero_gradients(either_path: str) -> None:
     h, w, b, _ = _inputs(n=5)
     y = torch.full((5,), -100)
     loss = linear_cross_entropy(h, w, y, b)
@@ -79,7 +92,7 @@ def test_no_labelled_rows_gives_zero_loss_and_zero_gradients() -> None:
     assert float(loss0.detach()) == 0.0 and w.grad.isfinite().all()
 
 
-def test_no_grad_forward_and_bad_arguments() -> None:
+def test_no_grad_forward_and_bad_arguments(either_path: str) -> None:
     h, w, b, y = _inputs()
     with torch.no_grad():
         total = linear_cross_entropy(h, w, y, b, reduction="sum")
@@ -90,7 +103,7 @@ def test_no_grad_forward_and_bad_arguments() -> None:
         linear_cross_entropy(h, w, y[:-1], b)
 
 
-def test_a_second_backward_is_refused() -> None:
+def test_a_second_backward_is_refused(small_chunks: None) -> None:
     h, w, b, y = _inputs(n=10)
     loss = linear_cross_entropy(h, w, y, b)
     loss.backward(retain_graph=True)
@@ -103,7 +116,7 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("family", ["gpt2", "modern", "gpt1"])
-def test_clm_loss_equals_cross_entropy_of_the_logits(family: str) -> None:
+def test_clm_loss_equals_cross_entropy_of_the_logits(family: str, either_path: str) -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(family=family, vocab_size=97, n_layer=2, n_head=2, d_model=32, max_seq_len=16)
     model = build_model(cfg)
@@ -127,7 +140,7 @@ def test_clm_loss_equals_cross_entropy_of_the_logits(family: str) -> None:
     assert sums["loss_sum"] == pytest.approx(float(expected) * 43, rel=1e-5)
 
 
-def test_mlm_loss_equals_cross_entropy_of_the_selected_logits() -> None:
+def test_mlm_loss_equals_cross_entropy_of_the_selected_logits(either_path: str) -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(family="bert", head="mlm", vocab_size=97, n_layer=2, n_head=2, d_model=32, max_seq_len=16)
     model = build_model(cfg)

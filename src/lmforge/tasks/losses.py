@@ -13,10 +13,12 @@ PyTorch ops.)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 CHUNK_ELEMENTS = 1 << 23  # logits per chunk (32 MB in fp32); rows = this / V, at least MIN_ROWS
 MIN_ROWS = 512  # fewer rows make the weight-gradient matmul (K = rows) re-read the (V, C) gradient too often
+SMALL_LOGITS = 1 << 20  # up to this many logits (4 MB), F.linear + F.cross_entropy: its fewer ops win
 
 
 def chunk_rows(vocab_size: int) -> int:
@@ -36,8 +38,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         labels: Tensor,  # (N,) in [0, V)
         row_weight: Tensor,  # (N,) fp32: 0 for ignored rows, 1/n for a mean, 1 for a sum
         compute_dtype: torch.dtype,
+        grad_enabled: bool,  # forward itself always runs without grad mode: the caller's, for evaluation
     ) -> Tensor:
-        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad if grad_enabled else (False,) * 3  # type: ignore[attr-defined]
         train = needs[0] or needs[1] or needs[2]
         hc, wc = h.to(compute_dtype), weight.to(compute_dtype)
         bc = bias.to(compute_dtype) if bias is not None else None
@@ -96,6 +99,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -119,10 +123,15 @@ def linear_cross_entropy(
     if h.shape[0] != y.shape[0]:
         raise ValueError(f"{h.shape[0]} hidden rows but {y.shape[0]} labels")
     labelled = y != -100
-    row_weight = labelled.float()
-    if reduction == "mean":
-        row_weight = row_weight / labelled.sum().clamp(min=1)
+    count = labelled.sum().clamp(min=1) if reduction == "mean" else None
+    if h.shape[0] * weight.shape[0] <= SMALL_LOGITS:  # tiny vocabularies (characters): the plain ops are cheaper
+        total = F.cross_entropy(F.linear(h, weight, bias).float(), y, ignore_index=-100, reduction="sum")
+        return total / count if count is not None else total
+    row_weight = labelled.float() / count if count is not None else labelled.float()
     device = h.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
-    with torch.autocast(device, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, bias, y.clamp(min=0), row_weight, dtype)
+    args = (h, weight, bias, y.clamp(min=0), row_weight)
+    if not torch.is_autocast_enabled(device):
+        return _LinearCrossEntropy.apply(*args, h.dtype, torch.is_grad_enabled())
+    dtype = torch.get_autocast_dtype(device)
+    with torch.autocast(device, enabled=False):  # the chunks choose their dtypes themselves
+        return _LinearCrossEntropy.apply(*args, dtype, torch.is_grad_enabled())
