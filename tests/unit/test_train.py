@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -235,10 +236,30 @@ def test_no_weight_decay_on_biases_norms_embeddings() -> None:
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+@pytest.mark.filterwarnings("ignore:train.precision=bf16 is slower")  # true on CPUs without AMX
 def test_bf16_autocast_trains() -> None:
     result, _ = run(None, precision="bf16", max_steps=30)
     assert all(math.isfinite(x) for x in result.losses)
     assert result.losses[-1] < result.losses[0] - 0.5
+
+
+@pytest.mark.parametrize("bf16_gflops", [150.0, 900.0])
+def test_bf16_on_a_cpu_where_it_is_slower_warns(monkeypatch: pytest.MonkeyPatch, bf16_gflops: float) -> None:
+    import lmforge.training.trainer as trainer_module
+
+    peaks = {torch.float32: 300e9, torch.bfloat16: bf16_gflops * 1e9}  # measured peaks, faked: the machine decides
+    monkeypatch.setattr(trainer_module, "measure_matmul_peak", lambda device, dtype, seconds=0.3: peaks[dtype])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(None, precision="bf16", max_steps=2)
+    said = [str(w.message) for w in caught if "train.precision=bf16" in str(w.message)]
+    if bf16_gflops < 300:
+        assert said == [
+            "train.precision=bf16 is slower than fp32 on this CPU: its bf16 matmuls run at 150 GFLOP/s against 300 "
+            "in fp32 (no AMX); train.precision=fp32 trains faster here"
+        ]
+    else:
+        assert said == []
 
 
 def test_nan_stops_and_names_step_and_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
