@@ -1,12 +1,16 @@
 """Training benchmarks: speed against transformers and a nanoGPT-style reference, and the tinyshakespeare recipe.
 
     python benchmarks/bench_train.py speed [--shapes tinyshakespeare gpt-mini gpt2-124m minilm-mlm] [--steps 8]
+    python benchmarks/bench_train.py ablate [--shapes gpt-mini gpt2-124m]
     python benchmarks/bench_train.py shakespeare [--config examples/shakespeare_char.yaml] [--skip-reference]
 
 `speed` times forward + backward + clip + AdamW steps (tokens/s) of lmforge's GPT (and BERT for MLM) and the
 references in the same process on the same shapes, in fp32 and under bf16 autocast, interleaving the
 implementations over several rounds and keeping each one's best round (the machine is shared: the best
 round is the least disturbed one). It also measures the matmul peak that MFU is reported against.
+
+`ablate` times lmforge's own GPT step with its CPU speed-ups (fused linear + cross-entropy, kept freed
+memory) switched off, each variant in a fresh process, and prints what each one buys.
 
 `shakespeare` runs nanoGPT's documented CPU recipe on the reference model (4 x 128, block 64, batch 12,
 2000 iterations, lr 1e-3, evaluation of 20 batches every 250 iterations) and lmforge's recipe from the YAML,
@@ -166,6 +170,14 @@ def batch_for(name: str, B: int, T: int, V: int, seed: int) -> tuple[torch.Tenso
 
 
 def bench_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from lmforge.training.malloc import keep_freed_memory
+
+    with keep_freed_memory(args.keep_freed_memory) as kept:
+        print(f"malloc: {'freed memory kept (every implementation)' if kept else 'glibc as it comes'}", flush=True)
+        return _bench_speed(args)
+
+
+def _bench_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(
@@ -220,6 +232,70 @@ def bench_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 flush=True,
             )
             del steps
+    return rows
+
+
+ABLATIONS = {  # name: (fused linear + cross-entropy, kept freed memory)
+    "lmforge": (True, True),
+    "plain-ce": (False, True),
+    "malloc-default": (True, False),
+    "neither": (False, False),
+}
+
+
+def ablation_child(shape: str, variant: str, steps: int) -> tuple[float, float]:
+    """Tokens/s of lmforge's GPT step in this (fresh) process with one ablation (warm-up, then `steps` steps),
+    and the process's peak resident memory in MB."""
+    import resource
+
+    from lmforge.tasks import losses
+    from lmforge.training.malloc import keep_freed_memory
+
+    fused, keep = ABLATIONS[variant]
+    if not fused:
+        losses.SMALL_LOGITS = 1 << 62  # every logits tensor counts as small: the plain F.cross_entropy path
+    L, C, H, T, B, V = SHAPES[shape]
+    step, _ = lmforge_gpt(L, C, H, T, V, "fp32")
+    x, y = batch_for(shape, B, T, V, 0)
+    with keep_freed_memory(keep):
+        for _ in range(2):
+            step(x, y)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step(x, y)
+        tokens_per_s = steps * B * T / (time.perf_counter() - t)
+    return tokens_per_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def bench_ablate(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """lmforge's GPT step with each CPU speed-up switched off, each variant in a fresh process, rounds interleaved.
+
+    fused CE off: the plain F.linear + F.cross_entropy path (tasks/losses.py). Kept memory off: glibc's malloc as
+    it comes (training/malloc.py not called), which is why every measurement gets a process of its own.
+    """
+    import subprocess
+
+    rows = []
+    for shape in args.shapes:
+        best, peak_mb = {name: 0.0 for name in ABLATIONS}, {name: 0.0 for name in ABLATIONS}
+        for _ in range(args.rounds):
+            for name in ABLATIONS:
+                child = ["--child", name, "--shapes", shape, "--steps", str(args.steps)]
+                out = subprocess.run(
+                    [sys.executable, __file__, "ablate", *child], capture_output=True, text=True, check=True
+                ).stdout
+                tokens_per_s, rss = json.loads(out.strip().splitlines()[-1])
+                best[name], peak_mb[name] = max(best[name], tokens_per_s), max(peak_mb[name], rss)
+        row = {
+            "shape": shape,
+            "tokens_per_s": {k: round(v, 1) for k, v in best.items()},
+            "peak_rss_mb": {k: round(v) for k, v in peak_mb.items()},
+            "speedup": {k: round(best["lmforge"] / v, 3) for k, v in best.items() if k != "lmforge"},
+        }
+        rows.append(row)
+        cells = "  ".join(f"{k} {v:,.0f} ({peak_mb[k]:,.0f} MB)" for k, v in best.items())
+        gains = ", ".join(f"{v:.2f}x over {k}" for k, v in row["speedup"].items())
+        print(f"{shape:<16} fp32 tokens/s (peak RSS)  {cells}  (lmforge {gains})", flush=True)
     return rows
 
 
@@ -395,13 +471,27 @@ def main() -> None:
     s.add_argument("--steps", type=int, default=5, help="timed steps per round")
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--warmup", type=int, default=2)
+    s.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="run everything inside training/malloc.py's keep_freed_memory, as lmforge's trainer does",
+    )
+    a = sub.add_parser("ablate")
+    a.add_argument("--shapes", nargs="+", default=["gpt-mini", "gpt2-124m"], choices=list(SHAPES))
+    a.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    a.add_argument("--rounds", type=int, default=3)
+    a.add_argument("--child", choices=list(ABLATIONS), help=argparse.SUPPRESS)  # one measurement, in a subprocess
     q = sub.add_parser("shakespeare")
     q.add_argument("--config", type=Path, default=ROOT / "examples" / "shakespeare_char.yaml")
     q.add_argument("--skip-reference", action="store_true")
     q.add_argument("--skip-lmforge", action="store_true")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
-    result = bench_speed(args) if args.mode == "speed" else bench_shakespeare(args)
+    if args.mode == "ablate" and args.child:
+        print(json.dumps(ablation_child(args.shapes[0], args.child, args.steps)))
+        return
+    modes = {"speed": bench_speed, "ablate": bench_ablate, "shakespeare": bench_shakespeare}
+    result = modes[args.mode](args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 
