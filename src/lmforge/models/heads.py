@@ -21,7 +21,7 @@ DecodeFn = Callable[[Tensor, Tensor, list[KVCache], Tensor | None], Tensor]
 
 @dataclass
 class ModelOutput:
-    """What every model returns: hidden states always, logits when it has a head."""
+    """What every model returns: hidden states always, logits when it has a head (a loss instead when asked)."""
 
     last_hidden_state: Tensor  # (B, T, C)
     logits: Tensor | None = None  # (B, T, V) for lm/mlm, (B, num_labels) sequence, (B, T, num_labels) token
@@ -151,7 +151,9 @@ class TransformerModel(nn.Module):
                 V-wide decoder is about half of a small BERT's FLOPs.
             head_loss: for an lm/mlm head, `head_loss(hidden, head)` is called instead of `head(hidden)` and its
                 result returned as `loss`: a task computes its loss from the head's weights without the (N, V)
-                logits (tasks.losses). It runs inside forward, so DDP and FSDP2 see the head being used.
+                logits (tasks.losses; the loss itself stays in tasks/). It runs inside forward, so DDP sees the
+                head being used, and so would FSDP2 as long as the head stays in the root unit: `head_loss` reads
+                its weights directly, without the head's own __call__ (and hooks).
         """
         enc = self.encode(input_ids, attention_mask, token_type_ids, position_ids, cache, output_attentions)
         h = enc.hidden

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +13,7 @@ from lmforge.tasks import Batch
 from lmforge.tasks.losses import linear_cross_entropy
 
 
-def lm_loss(model: nn.Module, batch: Batch, reduction: str) -> Tensor:
+def lm_loss(model: nn.Module, batch: Batch, reduction: Literal["mean", "sum"]) -> Tensor:
     """`F.cross_entropy(logits.float(), labels, ignore_index=-100)` of the model's next-token logits.
 
     Computed by `linear_cross_entropy` from the LM head's weight, so the (B, T, V) logits never exist: for GPT-2

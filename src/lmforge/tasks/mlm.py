@@ -13,7 +13,7 @@ from lmforge.tasks import Batch
 from lmforge.tasks.losses import linear_cross_entropy
 
 
-def _selected(batch: Batch) -> tuple[Tensor, Tensor | None]:
+def _targets_and_mask(batch: Batch) -> tuple[Tensor, Tensor | None]:
     """The (B, T) positions to predict (label not -100), and the attention mask SDPA should see."""
     mask = batch.get("attention_mask")
     if mask is not None and bool(mask.all()):  # no padding: SDPA's fast path needs no mask at all
@@ -28,7 +28,7 @@ def masked_logits(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     (`head_mask`): the decoder is about half of a small BERT's FLOPs, and the other 85% of its output
     would be thrown away. Going through forward keeps this working under DDP and torch.compile.
     """
-    selected, mask = _selected(batch)
+    selected, mask = _targets_and_mask(batch)
     logits = model(
         batch["input_ids"], attention_mask=mask, token_type_ids=batch.get("token_type_ids"), head_mask=selected
     ).logits  # (N, V)
@@ -40,7 +40,7 @@ def masked_loss(model: nn.Module, batch: Batch) -> Tensor:
 
     As `masked_logits`, with the head's decoder fused into the loss (`linear_cross_entropy`).
     """
-    selected, mask = _selected(batch)
+    selected, mask = _targets_and_mask(batch)
     labels = batch["labels"][selected]
 
     def loss(hidden: Tensor, head: nn.Module) -> Tensor:

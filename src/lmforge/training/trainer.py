@@ -352,8 +352,8 @@ class Trainer:
         if bf16 < 0.9 * fp32:
             warnings.warn(
                 f"train.precision=bf16 is slower than fp32 on this CPU: its bf16 matmuls run at "
-                f"{bf16 / 1e9:.0f} GFLOP/s against {fp32 / 1e9:.0f} in fp32 (no AMX); train.precision=fp32 trains "
-                "faster here",
+                f"{bf16 / 1e9:.0f} GFLOP/s against {fp32 / 1e9:.0f} in fp32 (as on CPUs without AMX); "
+                "train.precision=fp32 trains faster here",
                 stacklevel=3,
             )
 
