@@ -195,6 +195,7 @@ def test_head_loss_needs_an_lm_or_mlm_head() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # raised inside torch.compile
 def test_chunked_loss_trains_the_same_under_torch_compile() -> None:
     """train.compile: dynamo traces the model with its head_loss closure and the chunked autograd.Function."""
     from lmforge.config import TrainConfig
