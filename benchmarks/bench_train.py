@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py speed [--shapes tinyshakespeare gpt-mini gpt2-124m minilm-mlm] [--steps 8]
     python benchmarks/bench_train.py ablate [--shapes gpt-mini gpt2-124m]
+    python benchmarks/bench_train.py ab [--shapes tinyshakespeare] [--blocks 30] [--keep-freed-memory]
     python benchmarks/bench_train.py shakespeare [--config examples/shakespeare_char.yaml] [--skip-reference]
 
 `speed` times forward + backward + clip + AdamW steps (tokens/s) of lmforge's GPT (and BERT for MLM) and the
@@ -10,7 +11,9 @@ implementations over several rounds and keeping each one's best round (the machi
 round is the least disturbed one). It also measures the matmul peak that MFU is reported against.
 
 `ablate` times lmforge's own GPT step with its CPU speed-ups (fused linear + cross-entropy, kept freed
-memory) switched off, each variant in a fresh process, and prints what each one buys.
+memory) switched off, each variant in a fresh process, and prints what each one buys. `ab` alternates lmforge
+and the nanoGPT-style reference in blocks of steps and prints the ratio of median step times with a 95%
+bootstrap interval, for cells where the two are close.
 
 `shakespeare` runs nanoGPT's documented CPU recipe on the reference model (4 x 128, block 64, batch 12,
 2000 iterations, lr 1e-3, evaluation of 20 batches every 250 iterations) and lmforge's recipe from the YAML,
@@ -232,6 +235,42 @@ def _bench_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 flush=True,
             )
             del steps
+    return rows
+
+
+def bench_ab(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """lmforge against nanoGPT-ref, alternating blocks of `--steps` steps `--blocks` times in one process.
+
+    The ratio of the two medians of per-block step time, and a 95% bootstrap interval over the blocks: an
+    estimate of how far apart the two are that says how much of it is noise (within this process: separate
+    processes running identical code differ by 1-2% more).
+    """
+    rows = []
+    for shape in args.shapes:
+        L, C, H, T, B, V = SHAPES[shape]
+        steps = {"lmforge": lmforge_gpt(L, C, H, T, V, "fp32")[0], "nanogpt-ref": nanogpt(L, C, H, T, V, "fp32")}
+        x, y = batch_for(shape, B, T, V, 0)
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for step in steps.values():
+            step(x, y)
+        for _ in range(args.blocks):
+            for name, step in steps.items():
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    step(x, y)
+                times[name].append((time.perf_counter() - t) / args.steps)
+        ours, ref = np.array(times["lmforge"]), np.array(times["nanogpt-ref"])
+        picks = np.random.default_rng(0).integers(0, len(ours), size=(2000, len(ours)))
+        boot = np.median(ref[picks], axis=1) / np.median(ours[picks], axis=1)
+        low, high = np.percentile(boot, [2.5, 97.5])
+        ratio = float(np.median(ref) / np.median(ours))
+        rows.append({"shape": shape, "ratio": round(ratio, 3), "ci95": [round(low, 3), round(high, 3)]})
+        print(
+            f"{shape:<16} fp32  median step lmforge {np.median(ours) * 1e3:.1f} ms, nanogpt-ref "
+            f"{np.median(ref) * 1e3:.1f} ms -> lmforge {ratio:.3f}x (95% interval {low:.3f}-{high:.3f}, "
+            f"{args.blocks} blocks of {args.steps} steps)",
+            flush=True,
+        )
     return rows
 
 
@@ -481,6 +520,11 @@ def main() -> None:
     a.add_argument("--steps", type=int, default=3, help="timed steps per round")
     a.add_argument("--rounds", type=int, default=3)
     a.add_argument("--child", choices=list(ABLATIONS), help=argparse.SUPPRESS)  # one measurement, in a subprocess
+    b = sub.add_parser("ab")
+    b.add_argument("--shapes", nargs="+", default=["tinyshakespeare"], choices=list(SHAPES))
+    b.add_argument("--steps", type=int, default=10, help="steps per block")
+    b.add_argument("--blocks", type=int, default=30)
+    b.add_argument("--keep-freed-memory", action="store_true", help="as in speed")
     q = sub.add_parser("shakespeare")
     q.add_argument("--config", type=Path, default=ROOT / "examples" / "shakespeare_char.yaml")
     q.add_argument("--skip-reference", action="store_true")
@@ -489,6 +533,14 @@ def main() -> None:
     args = p.parse_args()
     if args.mode == "ablate" and args.child:
         print(json.dumps(ablation_child(args.shapes[0], args.child, args.steps)))
+        return
+    if args.mode == "ab":
+        from lmforge.training.malloc import keep_freed_memory
+
+        with keep_freed_memory(args.keep_freed_memory):
+            result = bench_ab(args)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
         return
     modes = {"speed": bench_speed, "ablate": bench_ablate, "shakespeare": bench_shakespeare}
     result = modes[args.mode](args)
