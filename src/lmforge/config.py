@@ -292,7 +292,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # auto: cuda if available, else cpu
     # on a CPU with glibc: malloc keeps freed memory for the next step instead of returning it to the OS (steps
-    # 1.02-1.08x faster; the process holds its freed memory while training). Off where malloc was tuned by the
+    # 1.03-1.08x faster; the process holds its freed memory while training). Off where malloc was tuned by the
     # user (MALLOC_* variables, GLIBC_TUNABLES) or replaced (jemalloc / tcmalloc in LD_PRELOAD)
     keep_freed_memory: bool = True
     seed: int = 1337

@@ -3,7 +3,8 @@
 `F.cross_entropy(F.linear(h, W), labels)` writes the logits, their log-softmax, a zero-filled gradient and the
 log-softmax gradient: four (N, V) fp32 tensors, 206 MB each for GPT-2 at 1,024 tokens. On a CPU with glibc's default
 malloc every one of them is freshly mapped memory, and the page faults plus the passes over it cost about as much as
-the head's matmuls; in any case they are 690 MB of that GPT-2 step's peak memory (3.6 GB).
+the head's matmuls. Not all four live at once, but they raise that GPT-2 step's peak memory by 220 MB, and by
+690 MB (2.9 -> 3.6 GB) where freed memory is kept for reuse (training/malloc.py).
 `linear_cross_entropy` instead walks the rows in chunks: per chunk it computes the logits, the loss and, when training,
 the gradient of the logits in place (softmax minus one-hot), and at once turns it into the gradients of the hidden
 states and of the weight. The matmul FLOPs are the same; the (N, V) traffic is gone. Backward then only scales the

@@ -2,11 +2,12 @@
 
 Every training step allocates its activations and gradients afresh and frees them again. glibc serves large
 blocks with mmap and returns them with munmap, and shrinks the heap when its top is free, so the next step's
-tensors land on new pages: every 4 KiB page is a page fault and a zero-fill, 16,000-230,000 per step for the
+tensors land on new pages: every 4 KiB page is a page fault and a zero-fill, 16,000-235,000 per step for the
 benchmark's models. With mmap off and a high trim threshold, freed blocks stay in the heap and the next step
 reuses them: a few thousand faults at most. Measured with torch 2.13 on 2 cores (`benchmarks/bench_train.py
-ablate`): gpt-mini steps 1.05-1.08x and GPT-2 124M steps 1.02-1.06x faster. The cost: the process holds its
-freed memory while training (peak RSS +1-2% there; with mmap off, fragmentation could make it more).
+ablate`): gpt-mini steps 1.05-1.08x and GPT-2 124M steps 1.03-1.06x faster. The cost: the process holds its
+freed memory while training, and with mmap off large blocks fragment the heap: peak RSS +1-2% with lmforge's fused
+loss, +7-17% with a plain cross-entropy over (tokens x vocab) logits.
 
 jemalloc or tcmalloc (LD_PRELOAD) behave this way on their own. Where either is preloaded, or malloc is tuned
 through MALLOC_* variables or GLIBC_TUNABLES, the user has chosen, and nothing is changed.
