@@ -245,6 +245,13 @@ def bench_ab(args: argparse.Namespace) -> list[dict[str, Any]]:
     estimate of how far apart the two are that says how much of it is noise (within this process: separate
     processes running identical code differ by 1-2% more).
     """
+    from lmforge.training.malloc import keep_freed_memory
+
+    with keep_freed_memory(args.keep_freed_memory):
+        return _bench_ab(args)
+
+
+def _bench_ab(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for shape in args.shapes:
         L, C, H, T, B, V = SHAPES[shape]
@@ -534,15 +541,7 @@ def main() -> None:
     if args.mode == "ablate" and args.child:
         print(json.dumps(ablation_child(args.shapes[0], args.child, args.steps)))
         return
-    if args.mode == "ab":
-        from lmforge.training.malloc import keep_freed_memory
-
-        with keep_freed_memory(args.keep_freed_memory):
-            result = bench_ab(args)
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=1))
-        return
-    modes = {"speed": bench_speed, "ablate": bench_ablate, "shakespeare": bench_shakespeare}
+    modes = {"speed": bench_speed, "ab": bench_ab, "ablate": bench_ablate, "shakespeare": bench_shakespeare}
     result = modes[args.mode](args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmforge.models.heads import ModelOutput
 from lmforge.tasks import Batch
 from lmforge.tasks.losses import linear_cross_entropy
 
 
-def _targets_and_mask(batch: Batch) -> tuple[Tensor, Tensor | None]:
-    """The (B, T) positions to predict (label not -100), and the attention mask SDPA should see."""
-    mask = batch.get("attention_mask")
-    if mask is not None and bool(mask.all()):  # no padding: SDPA's fast path needs no mask at all
-        mask = None
-    return batch["labels"] != -100, mask
-
-
-def masked_logits(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-    """Logits (N, V) and labels (N,) of the N positions whose label is not -100.
+def _selected_forward(
+    model: nn.Module, batch: Batch, head_loss: Callable[[Tensor, nn.Module], Tensor] | None = None
+) -> ModelOutput:
+    """The model on `batch`, its MLM head (or `head_loss`) only on the positions whose label is not -100.
 
     The MLM head (dense, GELU, LayerNorm, a V-wide decoder) runs only on the ~15% selected positions
     (`head_mask`): the decoder is about half of a small BERT's FLOPs, and the other 85% of its output
     would be thrown away. Going through forward keeps this working under DDP and torch.compile.
     """
-    selected, mask = _targets_and_mask(batch)
-    logits = model(
-        batch["input_ids"], attention_mask=mask, token_type_ids=batch.get("token_type_ids"), head_mask=selected
-    ).logits  # (N, V)
-    return logits, batch["labels"][selected]
+    mask = batch.get("attention_mask")
+    if mask is not None and bool(mask.all()):  # no padding: SDPA's fast path needs no mask at all
+        mask = None
+    selected = batch["labels"] != -100
+    return model(
+        batch["input_ids"],
+        attention_mask=mask,
+        token_type_ids=batch.get("token_type_ids"),
+        head_mask=selected,
+        head_loss=head_loss,
+    )
+
+
+def masked_logits(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """Logits (N, V) and labels (N,) of the N positions whose label is not -100."""
+    labels = batch["labels"]
+    return _selected_forward(model, batch).logits, labels[labels != -100]
 
 
 def masked_loss(model: nn.Module, batch: Batch) -> Tensor:
@@ -40,19 +48,12 @@ def masked_loss(model: nn.Module, batch: Batch) -> Tensor:
 
     As `masked_logits`, with the head's decoder fused into the loss (`linear_cross_entropy`).
     """
-    selected, mask = _targets_and_mask(batch)
-    labels = batch["labels"][selected]
+    labels = batch["labels"][batch["labels"] != -100]
 
     def loss(hidden: Tensor, head: nn.Module) -> Tensor:
         return linear_cross_entropy(head.transform(hidden), head.decoder.weight, labels, head.decoder.bias)
 
-    return model(
-        batch["input_ids"],
-        attention_mask=mask,
-        token_type_ids=batch.get("token_type_ids"),
-        head_mask=selected,
-        head_loss=loss,
-    ).loss
+    return _selected_forward(model, batch, loss).loss
 
 
 @dataclass
