@@ -104,7 +104,7 @@ def child_memory(impl: str, shape: str, dtype: str, batch: int, prompt_len: int,
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from lmforge.checkpoint.hf import model_config_from_hf
-    from lmforge.models import build_model
+    from lmforge.tasks import build_model
 
     torch.manual_seed(0)  # weights do not matter for memory: build only the measured model, never both
     cfg = GPT2Config(**SHAPES[shape], bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge.config import ModelConfig, TrainConfig  # noqa: E402
-from lmforge.models import build_model  # noqa: E402
+from lmforge.tasks import build_model  # noqa: E402
 from lmforge.planning.params import summarize  # noqa: E402
 from lmforge.tasks.clm import CLMTask  # noqa: E402
 from lmforge.tasks.mlm import MLMTask  # noqa: E402
@@ -85,7 +85,7 @@ def lmforge_gpt(L: int, C: int, H: int, T: int, V: int, precision: str) -> tuple
 
 
 def lmforge_bert(L: int, C: int, H: int, T: int, V: int, precision: str) -> tuple[Any, int]:
-    cfg = ModelConfig(family="bert", head="mlm", vocab_size=V, n_layer=L, n_head=H, d_model=C, max_seq_len=512)
+    cfg = ModelConfig(family="bert", vocab_size=V, n_layer=L, n_head=H, d_model=C, max_seq_len=512)
     model = build_model(cfg)
     tc = TrainConfig(precision=precision, lr=1e-4)
     opt, task = build_optimizer(model, tc), MLMTask()

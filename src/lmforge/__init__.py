@@ -24,6 +24,17 @@ def load_model(path: Any, **kwargs: Any) -> Any:
     return _load(path, **kwargs)
 
 
+def load_backbone(path: Any, head: Any, **kwargs: Any) -> Any:
+    """A pretrained backbone with a new head (a HeadConfig, or "sequence"/"token"/...), for fine-tuning.
+
+    Returns a BackboneLoad: `.model` (the TaskModel), `.new`, `.reused` and `.dropped` weight names.
+    """
+    from lmforge.checkpoint.io import load_backbone as _load
+    from lmforge.config import HeadConfig
+
+    return _load(path, HeadConfig(kind=head) if isinstance(head, str) else head, **kwargs)
+
+
 def load_tokenizer(path: Any) -> Any:
     """Load the tokenizer of a run directory, an lmforge export, an HF checkpoint dir or a tokenizer file."""
     from lmforge.tokenizers import load_tokenizer as _load
@@ -60,6 +71,7 @@ __all__ = [
     "UsageError",
     "generate",
     "generate_text",
+    "load_backbone",
     "load_model",
     "load_tokenizer",
     "stream_text",

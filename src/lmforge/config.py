@@ -24,7 +24,7 @@ import yaml
 from lmforge.errors import ConfigError
 
 Family = Literal["gpt1", "gpt2", "bert", "modern"]
-Head = Literal["none", "lm", "mlm", "sequence", "token"]
+HeadKind = Literal["none", "lm", "mlm", "sequence", "token"]
 AttentionKind = Literal["dense", "banded"]
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
 
@@ -42,10 +42,6 @@ class ModelConfig:
     # gpt1: post-LN decoder; gpt2: pre-LN decoder (also GPT-3); bert: post-LN encoder;
     # modern: RoPE/RMSNorm/SwiGLU decoder
     family: Family = "gpt2"
-    # lm: next-token logits; mlm: masked-token logits; sequence: one output per input; token: one per token;
-    # none: hidden states only
-    head: Head = "lm"
-    num_labels: int = 2  # outputs of a sequence/token head (1 = regression)
     vocab_size: int = 8192  # tokenizer size; pad to a multiple of 64 for faster lm_head matmuls
     n_layer: int = 4
     n_head: int = 4
@@ -64,7 +60,6 @@ class ModelConfig:
     band_width: int = 256  # a banded layer lets each token see this many previous tokens (itself included)
     rope_theta: float = 10_000.0  # RoPE base frequency (modern family)
     init_std: float = 0.02  # std of the normal init for weights (GPT-2, BERT)
-    pad_token_id: int | None = None  # GPT sequence head: pick the last token that is not this id
 
     def __post_init__(self) -> None:
         problems = []
@@ -84,14 +79,8 @@ class ModelConfig:
             problems.append(f"dropout={self.dropout} must be in [0, 1)")
         if not 0.0 <= self.attn_dropout < 1.0:
             problems.append(f"attn_dropout={self.attn_dropout} must be in [0, 1)")
-        if self.num_labels < 1:
-            problems.append(f"num_labels={self.num_labels} must be >= 1")
         if not self.attention_layers:
             problems.append("attention_layers is empty; use [dense]")
-        if self.family == "bert" and self.head == "lm":
-            problems.append("head='lm' does not fit family='bert' (an encoder sees both sides); use head='mlm'")
-        if self.family != "bert" and self.head == "mlm":
-            problems.append(f"head='mlm' needs family='bert', not {self.family!r}")
         if self.family == "bert" and "banded" in self.attention_layers:
             problems.append("banded attention is a decoder option; BERT layers are all dense")
         _problems_to_error("model", problems)
@@ -129,16 +118,45 @@ class ModelConfig:
         return self.attention_layers[layer % len(self.attention_layers)]
 
 
+@dataclass(frozen=True, kw_only=True)
+class HeadConfig:
+    """The task head put on a backbone (tasks/heads.py); the backbone itself only maps ids to hidden states."""
+
+    # lm: next-token logits (decoders); mlm: masked-token logits (BERT); sequence: one output per input
+    # (classification, or regression with num_labels=1); token: one output per token (NER); none: hidden states
+    kind: HeadKind = "lm"
+    num_labels: int = 2  # outputs of a sequence/token head (1 = regression)
+    # decoder sequence head given no attention_mask: the last token that is not this id is the summary
+    # (as transformers' GPT2ForSequenceClassification, which needs it in its config.json)
+    pad_token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_labels < 1:
+            raise ConfigError(f"head.num_labels={self.num_labels} must be >= 1")
+
+    def check_fits(self, model: ModelConfig) -> None:
+        """Raise a ConfigError when this head cannot sit on `model`'s family."""
+        if model.family == "bert" and self.kind == "lm":
+            raise ConfigError("head 'lm' does not fit family='bert' (an encoder sees both sides); use head 'mlm'")
+        if model.family != "bert" and self.kind == "mlm":
+            raise ConfigError(f"head 'mlm' needs family='bert', not {model.family!r}; decoders use head 'lm'")
+
+
+def head_for_objective(objective: str) -> HeadConfig:
+    """The head a pretraining objective trains: clm -> lm, mlm -> mlm."""
+    return HeadConfig(kind="lm" if objective == "clm" else "mlm")
+
+
 # --- presets ------------------------------------------------------------------------------------------
 # Sources: BERT (Devlin et al. 2018, Table/appendix; compact sizes from Turc et al. 2019 "Well-Read
 # Students"), GPT-1 (Radford et al. 2018), GPT-2 (Radford et al. 2019, Table 2; HF configs), GPT-3
 # (Brown et al. 2020, Table 2.1), small CPU sizes after minGPT / nanoGPT.
-_BERT = dict(family="bert", head="mlm", vocab_size=30522, max_seq_len=512, type_vocab_size=2)
-_GPT2 = dict(family="gpt2", head="lm", vocab_size=50257, max_seq_len=1024)
+_BERT = dict(family="bert", vocab_size=30522, max_seq_len=512, type_vocab_size=2)
+_GPT2 = dict(family="gpt2", vocab_size=50257, max_seq_len=1024)
 # GPT-3: alternating dense and locally banded sparse layers ("similar to the Sparse Transformer"); the
 # paper does not print the band width, 256 is our default (configurable with model.band_width).
-_GPT3 = dict(family="gpt2", head="lm", vocab_size=50257, max_seq_len=2048, attention_layers=("dense", "banded"))
-_CPU = dict(family="gpt2", head="lm", vocab_size=8192, max_seq_len=256, activation="gelu")
+_GPT3 = dict(family="gpt2", vocab_size=50257, max_seq_len=2048, attention_layers=("dense", "banded"))
+_CPU = dict(family="gpt2", vocab_size=8192, max_seq_len=256, activation="gelu")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "bert-tiny": dict(_BERT, n_layer=2, n_head=2, d_model=128),
@@ -146,7 +164,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bert-small": dict(_BERT, n_layer=4, n_head=8, d_model=512),
     "bert-base": dict(_BERT, n_layer=12, n_head=12, d_model=768),
     "bert-large": dict(_BERT, n_layer=24, n_head=16, d_model=1024),
-    "gpt1": dict(family="gpt1", head="lm", vocab_size=40478, max_seq_len=512, n_layer=12, n_head=12, d_model=768),
+    "gpt1": dict(family="gpt1", vocab_size=40478, max_seq_len=512, n_layer=12, n_head=12, d_model=768),
     "gpt2": dict(_GPT2, n_layer=12, n_head=12, d_model=768),
     "gpt2-medium": dict(_GPT2, n_layer=24, n_head=16, d_model=1024),
     "gpt2-large": dict(_GPT2, n_layer=36, n_head=20, d_model=1280),
@@ -170,10 +188,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt-mini": dict(_CPU, n_layer=6, n_head=6, d_model=384),
     # The modern decoder (RoPE, RMSNorm, SwiGLU, no biases) at the same CPU sizes.
     "modern-micro": dict(
-        family="modern", head="lm", vocab_size=8192, max_seq_len=256, n_layer=4, n_head=4, d_model=128, bias=False
+        family="modern", vocab_size=8192, max_seq_len=256, n_layer=4, n_head=4, d_model=128, bias=False
     ),
     "modern-mini": dict(
-        family="modern", head="lm", vocab_size=8192, max_seq_len=256, n_layer=6, n_head=6, d_model=384, bias=False
+        family="modern", vocab_size=8192, max_seq_len=256, n_layer=6, n_head=6, d_model=384, bias=False
     ),
 }
 
@@ -301,7 +319,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2  # keep the newest K step-N directories
-    epochs: int = 0  # fine-tuning: passes over the training set (0: use max_steps)
+    epochs: int = 0  # fine-tuning: passes over the training set (0: use max_steps); pretraining refuses it
 
     def __post_init__(self) -> None:
         problems = []
@@ -358,6 +376,11 @@ class RunConfig:
                 f"data.seq_len={self.data.seq_len} is longer than model.max_seq_len={self.model.max_seq_len}; "
                 "lower data.seq_len or raise model.max_seq_len"
             )
+        if self.train.epochs:
+            problems.append(
+                f"train.epochs={self.train.epochs} applies to `lmforge finetune`; pretraining runs train.max_steps "
+                "steps (data.sampling=sequential visits each token once per epoch)"
+            )
         if self.train.optimizer == "muon" and self.dist.strategy == "fsdp":
             problems.append(
                 "train.optimizer='muon' needs whole matrices, but dist.strategy='fsdp' shards them; "
@@ -365,6 +388,121 @@ class RunConfig:
             )
         if problems:
             raise ConfigError("\n".join(problems))
+
+
+FinetuneTask = Literal["classification", "regression", "token-classification", "text-to-text"]
+# the validation metric each task keeps its best checkpoint by (higher is better for all of them)
+DEFAULT_MONITOR = {
+    "classification": "accuracy",
+    "regression": "spearman",
+    "token-classification": "f1",
+    "text-to-text": "rougeL",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneDataConfig:
+    """The labelled files of a fine-tuning run and how they become model inputs."""
+
+    train: str = ""  # training file: csv / tsv / jsonl / parquet, or CoNLL for token-classification
+    validation: str = ""  # validation file (evaluated every epoch; picks the best checkpoint)
+    test: str = ""  # optional test file, evaluated once with the best weights
+    text_column: str | None = None  # header name or 0-based index; text-to-text: the source
+    text_pair_column: str | None = None  # second sentence of a pair (BERT token type 1)
+    label_column: str | None = None  # class, score, tags or target
+    max_length: int = 0  # tokens per example, special tokens included; 0: min(128, model.max_seq_len)
+    # text-to-text prompt: a name in lmforge.data.finetune.TEMPLATES (summarization, translation, default)
+    # or a template with {source} and {target}, {target} last
+    template: str = "default"
+    augment: Literal["none", "eda"] = "none"  # EDA augmentation of the training texts (lmforge.data.augment)
+    augment_alpha: float = 0.1  # EDA: share of words changed per copy (Wei & Zou 2019)
+    augment_copies: int = 4  # EDA: augmented copies per training example
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_length < 0:
+            problems.append(f"max_length={self.max_length} must be >= 0 (0: the default)")
+        if not 0.0 < self.augment_alpha <= 1.0:
+            problems.append(f"augment_alpha={self.augment_alpha} must be in (0, 1]")
+        if self.augment_copies < 1:
+            problems.append(f"augment_copies={self.augment_copies} must be >= 1")
+        _problems_to_error("data", problems)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraConfig:
+    """Low-rank adapters (Hu et al. 2021) on the blocks' linear layers; 0 = full fine-tuning."""
+
+    rank: int = 0  # rank of each adapter; 0 turns LoRA off
+    alpha: float = 16.0  # the adapter's output is scaled by alpha / rank
+    targets: tuple[str, ...] = ("qkv", "out")  # attribute names of the nn.Linear layers to adapt (qkv, out, up, down)
+    dropout: float = 0.0  # dropout on the adapter's input
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.rank < 0:
+            problems.append(f"rank={self.rank} must be >= 0 (0: no LoRA)")
+        if self.alpha <= 0:
+            problems.append(f"alpha={self.alpha} must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        _problems_to_error("lora", problems)
+
+
+def _finetune_train_defaults() -> TrainConfig:
+    # BERT's fine-tuning recipe (Devlin et al. 2018, appendix A.3; RoBERTa's GLUE settings): lr 2e-5..5e-5,
+    # batch 32, linear decay to 0 after warmup over 6% of the steps, weight decay 0.01, 3 epochs
+    return TrainConfig(
+        lr=3e-5,
+        batch_size=32,
+        schedule="linear",
+        min_lr_ratio=0.0,
+        warmup_steps=0,
+        weight_decay=0.01,
+        beta2=0.999,
+        epochs=3,
+        eval_every=0,
+        log_every=20,
+        checkpoint_every=0,
+        keep_checkpoints=1,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig:
+    """One fine-tuning run: a pretrained model, a task head, labelled data, and the training loop.
+
+    `model` and `head` are filled in from the pretrained model when the run starts and saved in config.yaml,
+    so the run directory describes its own model.
+    """
+
+    task: FinetuneTask = "classification"
+    model_path: str = ""  # a run directory, an lmforge export or a Hugging Face directory
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    train: TrainConfig = field(default_factory=_finetune_train_defaults)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    warmup_ratio: float = 0.06  # warmup over this share of all steps, when train.warmup_steps is 0
+    freeze_encoder: bool = False  # train the head only (a linear probe)
+    class_weights: Literal["none", "balanced"] = "none"  # balanced: n / (k * count) per class (sklearn's formula)
+    monitor: str = ""  # validation metric for the best checkpoint and early stopping; "" = the task's default
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = never stop early
+    model: ModelConfig = field(default_factory=ModelConfig)  # resolved from model_path at start
+    head: HeadConfig = field(default_factory=HeadConfig)  # resolved from the task and the labels at start
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            problems.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        if self.patience < 0:
+            problems.append(f"patience={self.patience} must be >= 0 (0: no early stopping)")
+        if self.freeze_encoder and self.lora.rank:
+            problems.append("freeze_encoder and lora.rank > 0 both limit what trains; choose one")
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    @property
+    def monitor_metric(self) -> str:
+        return self.monitor or DEFAULT_MONITOR[self.task]
 
 
 # --- loading, overriding, saving -----------------------------------------------------------------------
@@ -439,6 +577,8 @@ def _build(cls: type, raw: dict[str, Any], where: str, problems: list[str]) -> A
     """Build dataclass `cls` from a nested dict, collecting every problem instead of stopping at the first."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
+    if cls is ModelConfig:  # a run saved before the backbone/head split; its head follows from the objective
+        raw, _ = split_legacy_head(raw)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         path = f"{where}.{key}" if where else key
@@ -450,7 +590,12 @@ def _build(cls: type, raw: dict[str, Any], where: str, problems: list[str]) -> A
             if not isinstance(value, dict):
                 problems.append(f"{path} must be a mapping of fields, got {value!r}")
                 continue
-            kwargs[key] = _build(tp, value, path, problems)
+            # start from the field's own default (FinetuneConfig.train has fine-tuning defaults), then the values
+            default = next(f for f in fields(cls) if f.name == key).default_factory  # type: ignore[misc]
+            base = config_to_dict(default()) if callable(default) else {}
+            if tp is ModelConfig and "preset" in value:  # a preset replaces the default shape, fields override it
+                base = {}
+            kwargs[key] = _build(tp, {**base, **value}, path, problems)
             continue
         try:
             kwargs[key] = _coerce(value, tp, path)
@@ -534,6 +679,12 @@ def load_config(
         raw = loaded or {}
     if overrides:
         over = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        moved = sorted(set(over.get("model") or {}) & set(LEGACY_HEAD_KEYS))
+        if moved:
+            raise ConfigError(
+                f"--model.{moved[0]} is now --head.{LEGACY_HEAD_KEYS[moved[0]]} (the head is no longer part of the "
+                "model config); pretraining picks its head from --objective"
+            )
         raw = _merge(raw, over)
     problems: list[str] = []
     cfg = _build(cls, raw, "", problems)
@@ -564,9 +715,30 @@ def save_config(cfg: Any, path: str | Path) -> None:
     tmp.replace(path)
 
 
+# fields that moved from ModelConfig to HeadConfig (files written before the backbone/head split carry them)
+LEGACY_HEAD_KEYS = {"head": "kind", "num_labels": "num_labels", "pad_token_id": "pad_token_id"}
+
+
+def split_legacy_head(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model fields, head fields) of a `model` section that may still hold the head (older files)."""
+    model = {k: v for k, v in raw.items() if k not in LEGACY_HEAD_KEYS}
+    head = {LEGACY_HEAD_KEYS[k]: v for k, v in raw.items() if k in LEGACY_HEAD_KEYS}
+    return model, head
+
+
+def head_config_from_dict(raw: dict[str, Any], where: str = "config.json") -> HeadConfig:
+    """HeadConfig from the `head` section of a saved config (unknown keys are an error)."""
+    problems: list[str] = []
+    cfg = _build(HeadConfig, raw, "head", problems)
+    if problems or cfg is None:
+        raise ConfigError(f"{where}: invalid head config:\n  " + "\n  ".join(problems))
+    return cfg
+
+
 def model_config_from_dict(raw: dict[str, Any], where: str = "config.json") -> ModelConfig:
     """ModelConfig from the `model` section of a saved config (unknown keys are an error)."""
     problems: list[str] = []
+    raw, _ = split_legacy_head(raw)
     cfg = _build(ModelConfig, raw, "model", problems)
     if problems or cfg is None:
         raise ConfigError(f"{where}: invalid model config:\n  " + "\n  ".join(problems))

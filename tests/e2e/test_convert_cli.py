@@ -61,7 +61,7 @@ def test_convert_direction_mismatch(tmp_path: Path) -> None:
 
 
 def test_info_json_counts_exact() -> None:
-    r = lmforge("info", "--preset", "bert-base", "--model.head", "none", "--json")
+    r = lmforge("info", "--preset", "bert-base", "--head.kind", "none", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n_params"] == 109_482_240
     r = lmforge("info", "--preset", "gpt2-xl", "--json")

@@ -146,7 +146,7 @@ def test_generate_usage_errors(gpt_dir: Path, bert_dir: Path, tmp_path: Path) ->
     r = run_cli("generate", str(gpt_dir), "--prompts-file", str(tmp_path / "missing.txt"))
     assert r.returncode == 1 and "missing.txt: no such file" in r.stderr
     r = run_cli("generate", str(bert_dir), "--prompt", "x")
-    assert r.returncode == 2 and "model.head='lm'" in r.stderr and "fill-mask" in r.stderr
+    assert r.returncode == 2 and "needs a decoder with an LM head" in r.stderr and "fill-mask" in r.stderr
 
 
 def test_fill_mask_json_several_masks(bert_dir: Path) -> None:
@@ -182,7 +182,7 @@ def test_fill_mask_on_a_bert_pretrained_by_lmforge(tmp_path: Path) -> None:
     run = tmp_path / "bert"
     small = ["--model.n_layer", "1", "--model.n_head", "2", "--model.d_model", "32", "--model.max_seq_len", "32"]
     r = run_cli(
-        "pretrain", "--objective", "mlm", "--model.family", "bert", "--model.head", "mlm",
+        "pretrain", "--objective", "mlm", "--model.family", "bert",
         "--tokenizer.kind", "wordpiece", "--tokenizer.vocab_size", "200", "--data", str(fixture),
         "--out", str(run), "--train.max_steps", "3", "--train.batch_size", "4", "--data.seq_len", "32", *small,
     )  # fmt: skip

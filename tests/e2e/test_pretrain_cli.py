@@ -199,8 +199,6 @@ def test_mlm_run(tmp_path: Path, corpus: Path) -> None:
         "mlm",
         "--model.family",
         "bert",
-        "--model.head",
-        "mlm",
         "--tokenizer.kind",
         "wordpiece",
         "--tokenizer.vocab_size",
@@ -299,7 +297,7 @@ def test_kill_9_loses_only_steps_since_the_last_checkpoint(tmp_path: Path, corpu
     step-N directory left behind must load (sizes and sha256 checked), and --resume must finish the run."""
     from lmforge.checkpoint.state import list_checkpoints, load_checkpoint
     from lmforge.config import load_config
-    from lmforge.models import build_model
+    from lmforge.tasks import build_model
 
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}

@@ -49,7 +49,7 @@ def test_shape_mismatch_names_tensor_and_both_shapes(hf_gpt2: Path) -> None:
     cfg["n_positions"] = 128
     (hf_gpt2 / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(
-        CheckpointError, match=r"'pos_emb\.weight' has shape \(64, 32\) but the config implies \(128, 32\)"
+        CheckpointError, match=r"'backbone\.pos_emb\.weight' has shape \(64, 32\) but the config implies \(128, 32\)"
     ):
         load_model(hf_gpt2)
 

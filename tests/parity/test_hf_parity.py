@@ -89,7 +89,7 @@ def test_hf_roundtrip_key_for_key(cls) -> None:
     hf = cls(tiny_bert_config() if cls in BERT_CLASSES else tiny_gpt2_config())
     ours = model_from_hf(hf)
     sd = hf.state_dict()
-    back = to_hf(from_hf(sd, ours.cfg), ours.cfg)
+    back = to_hf(from_hf(sd, ours.cfg, ours.head_cfg.kind), ours.cfg, ours.head_cfg.kind)
     assert sorted(back) == sorted(sd)
     for k in sd:
         assert torch.equal(back[k], sd[k]), k
@@ -168,7 +168,7 @@ def test_bert_with_gelu_new_and_untied_gpt2_convert() -> None:
     with torch.no_grad():
         hf2.lm_head.weight.normal_()
     ours = model_from_hf(hf2)
-    assert ours.lm_head.weight.data_ptr() != ours.tok_emb.weight.data_ptr()
+    assert ours.head.proj.weight.data_ptr() != ours.backbone.tok_emb.weight.data_ptr()
     torch.testing.assert_close(
         outputs(ours, ids, mask, False).logits[mask.bool()],
         outputs(hf2, ids, mask, False).logits[mask.bool()],
@@ -220,4 +220,4 @@ def test_minilm_config_is_read_from_its_json() -> None:
     m = load_model(minilm_dir())
     assert m.cfg.vocab_size == raw["vocab_size"] == 30522
     assert m.cfg.eps == raw["layer_norm_eps"]
-    assert m.cfg.head == "none" and hasattr(m, "pooler")
+    assert m.head_cfg.kind == "none" and m.head.pooler is not None

@@ -23,7 +23,7 @@ from lmforge.checkpoint.state import (
 )
 from lmforge.config import ModelConfig, TrainConfig
 from lmforge.errors import CheckpointError
-from lmforge.models import build_model
+from lmforge.tasks import build_model
 from lmforge.training.optim import build_optimizer
 
 
@@ -46,7 +46,7 @@ def test_roundtrip_model_optimizer_rng(tmp_path: Path) -> None:
     assert loaded is not None and loaded.step == 5 and loaded.sampler == {"pos": 3}
     for (k, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items()):
         assert torch.equal(a, b), k
-    assert model2.lm_head.weight is model2.tok_emb.weight  # still tied after loading
+    assert model2.head.proj.weight is model2.backbone.tok_emb.weight  # still tied after loading
     s1, s2 = opt.state_dict(), opt2.state_dict()
     for idx in s1["state"]:
         for name, value in s1["state"][idx].items():

@@ -9,6 +9,7 @@ import pytest
 from lmforge.config import (
     GPT3_PAPER_PARAMS,
     PRESETS,
+    HeadConfig,
     ModelConfig,
     RunConfig,
     load_config,
@@ -90,8 +91,8 @@ def test_wrong_types_are_named() -> None:
 def test_objective_must_fit_family() -> None:
     with pytest.raises(ConfigError, match="objective='mlm' needs a BERT model"):
         load_config(None, ["--objective", "mlm", "--model.preset", "gpt2"])
-    with pytest.raises(ConfigError, match="head='lm' does not fit family='bert'"):
-        ModelConfig(family="bert", head="lm")
+    with pytest.raises(ConfigError, match="head 'lm' does not fit family='bert'"):
+        HeadConfig(kind="lm").check_fits(ModelConfig(family="bert"))
 
 
 def test_seq_len_beyond_positions_is_refused() -> None:
@@ -134,8 +135,8 @@ EXACT = {
 
 @pytest.mark.parametrize("name", EXACT)
 def test_exact_parameter_counts(name: str) -> None:
-    head = "none" if name.startswith("bert") else "lm"  # BERT counts are BertModel's, pooler included
-    assert summarize(model_config_from_preset(name, head=head)).n_params == EXACT[name]
+    head = HeadConfig(kind="none" if name.startswith("bert") else "lm")  # BERT: BertModel's, pooler included
+    assert summarize(model_config_from_preset(name), head=head).n_params == EXACT[name]
 
 
 # The paper's own hyperparameters (Table 2.1) give these counts; four sizes land 1.1-1.8% from the rounded

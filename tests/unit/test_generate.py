@@ -19,8 +19,8 @@ from lmforge.generation import (
     stream_generation,
     stream_text,
 )
-from lmforge.models import KVCache, build_model
-from lmforge.models.heads import ModelOutput
+from lmforge.models import KVCache
+from lmforge.tasks import TaskOutput, build_model
 
 V = 260  # bytes 0..255, then EOS=256, BOS=257, PAD=258
 EOS, BOS, PAD = 256, 257, 258
@@ -28,7 +28,7 @@ EOS, BOS, PAD = 256, 257, 258
 
 def tiny(family: str = "gpt2", **kw: object) -> nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig(family=family, head="lm", vocab_size=V, n_layer=2, n_head=2, d_model=32, max_seq_len=96, **kw)
+    cfg = ModelConfig(family=family, vocab_size=V, n_layer=2, n_head=2, d_model=32, max_seq_len=96, **kw)
     return build_model(cfg).eval()
 
 
@@ -49,12 +49,12 @@ class ScriptedLM(nn.Module):
 
     def __init__(self, script: list[list[int]]) -> None:
         super().__init__()
-        self.cfg = ModelConfig(family="gpt2", head="lm", vocab_size=V, n_layer=1, n_head=1, d_model=8, max_seq_len=96)
+        self.cfg = ModelConfig(family="gpt2", vocab_size=V, n_layer=1, n_head=1, d_model=8, max_seq_len=96)
         self.script = script
         self.anchor = nn.Parameter(torch.zeros(1))
         self.calls = 0
 
-    def forward(self, input_ids: Tensor, attention_mask=None, position_ids=None, cache=None) -> ModelOutput:  # noqa: ANN001
+    def forward(self, input_ids: Tensor, attention_mask=None, position_ids=None, cache=None) -> TaskOutput:  # noqa: ANN001
         B, T = input_ids.shape
         if cache is not None and cache[0].length == 0:
             self.calls = 0
@@ -65,7 +65,7 @@ class ScriptedLM(nn.Module):
             row = self.script[min(b, len(self.script) - 1)]  # beams of one prompt share its script
             logits[b, -1, row[min(self.calls, len(row) - 1)]] = 10.0
         self.calls += 1
-        return ModelOutput(last_hidden_state=torch.zeros(B, T, 8), logits=logits)
+        return TaskOutput(last_hidden_state=torch.zeros(B, T, 8), logits=logits)
 
 
 def full_recompute_greedy(model: nn.Module, ids: Tensor, steps: int) -> tuple[Tensor, list[Tensor]]:
@@ -109,11 +109,11 @@ def test_single_token_decoder_equals_forward_with_padding(family: str, kw: dict)
     mask[1, :5] = 0  # row 1 is left-padded
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     P = 6
-    decode = model.decoder()
+    decode = model.backbone.decoder()
     with torch.no_grad():
         full = model(ids, attention_mask=mask, position_ids=positions).last_hidden_state  # (B, T, C)
         cache = [KVCache.empty(model.cfg, 2, 14, ids.device, torch.float32) for _ in range(model.cfg.n_layer)]
-        model.encode(ids[:, :P], mask[:, :P], None, positions[:, :P], cache, False)
+        model.backbone.encode(ids[:, :P], mask[:, :P], None, positions[:, :P], cache)
         for t in range(P, 14):
             hidden = decode(ids[:, t], positions[:, t : t + 1], cache, mask[:, : t + 1])
             torch.testing.assert_close(hidden[0], full[0, t], rtol=0, atol=1e-5)
@@ -124,7 +124,7 @@ def test_single_token_decoder_equals_forward_with_padding(family: str, kw: dict)
 def test_plain_closures_equal_their_modules_and_unknown_modules_pass_through() -> None:
     from lmforge.models.layers import MLP, RMSNorm, SwiGLU, plain
 
-    cfg = ModelConfig(family="gpt2", head="lm", vocab_size=V, n_layer=1, n_head=2, d_model=16)
+    cfg = ModelConfig(family="gpt2", vocab_size=V, n_layer=1, n_head=2, d_model=16)
     torch.manual_seed(0)
     modules = [
         nn.Linear(16, 16),
@@ -176,7 +176,7 @@ def test_forward_hooks_run_on_every_generated_token() -> None:
     """Closures would skip hooks, so a hooked model decodes through forward."""
     model = tiny()
     calls = []
-    handle = model.blocks[0].register_forward_hook(lambda module, args, out: calls.append(args[0].shape[1]))
+    handle = model.backbone.blocks[0].register_forward_hook(lambda module, args, out: calls.append(args[0].shape[1]))
     generate(model, [[1, 2, 3]], max_new_tokens=5)
     handle.remove()
     assert calls == [3, 1, 1, 1, 1]  # the prompt, then one call per new token but the last
@@ -436,7 +436,7 @@ def test_bad_prompts_are_clear_errors() -> None:
 
 
 def test_a_bert_model_cannot_generate_and_a_gpt_cannot_fill_masks() -> None:
-    bert = build_model(ModelConfig(family="bert", head="mlm", vocab_size=V, n_layer=1, n_head=2, d_model=16))
+    bert = build_model(ModelConfig(family="bert", vocab_size=V, n_layer=1, n_head=2, d_model=16))
     with pytest.raises(UsageError, match="family='bert', head='mlm'.*fill-mask"):
         generate(bert, [[1, 2]])
     with pytest.raises(UsageError, match="fill-mask needs a BERT-family model .* family='gpt2', head='lm'"):

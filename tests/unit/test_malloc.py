@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 STEPS = """
 import json, resource, torch
 from lmforge.config import ModelConfig, TrainConfig
-from lmforge.models import build_model
+from lmforge.tasks import build_model
 from lmforge.tasks.clm import CLMTask
 from lmforge.training import malloc
 from lmforge.training.malloc import keep_freed_memory

@@ -11,9 +11,9 @@ import torch
 
 import lmforge
 from lmforge.checkpoint.io import save_model
-from lmforge.config import ModelConfig, load_config, save_config
+from lmforge.config import HeadConfig, ModelConfig, load_config, save_config
 from lmforge.errors import CheckpointError
-from lmforge.models import build_model
+from lmforge.tasks import build_model
 
 
 @pytest.mark.parametrize(
@@ -24,28 +24,27 @@ def test_export_roundtrip(tmp_path: Path, family: str, head: str) -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(
         family=family,
-        head=head,
         vocab_size=97,
         n_layer=2,
         n_head=2,
         d_model=32,
         max_seq_len=32,
         bias=family != "modern",
-        num_labels=3,
     )
-    m = build_model(cfg).eval()
+    m = build_model(cfg, HeadConfig(kind=head, num_labels=3)).eval()
     save_model(m, tmp_path / "exp", labels=["a", "b", "c"])
     meta = json.loads((tmp_path / "exp" / "config.json").read_text())
     assert meta["format"] == "lmforge" and meta["model"]["family"] == family and meta["labels"] == ["a", "b", "c"]
     assert not list((tmp_path / "exp").glob("*.tmp"))
     loaded = lmforge.load_model(tmp_path / "exp")
     assert loaded.cfg == cfg and loaded.labels == ["a", "b", "c"] and not loaded.training
+    assert loaded.head_cfg == HeadConfig(kind=head, num_labels=3)
     ids = torch.randint(0, 97, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).last_hidden_state, m(ids).last_hidden_state, rtol=0, atol=0)
     if head in ("lm", "mlm"):
-        decoder = loaded.lm_head if head == "lm" else loaded.mlm_head.decoder
-        assert decoder.weight is loaded.tok_emb.weight
+        decoder = loaded.head.proj if head == "lm" else loaded.head.decoder
+        assert decoder.weight is loaded.backbone.tok_emb.weight
 
 
 def test_run_directory_without_final_weights_uses_latest_checkpoint(tmp_path: Path) -> None:
@@ -56,10 +55,10 @@ def test_run_directory_without_final_weights_uses_latest_checkpoint(tmp_path: Pa
     for step, m in ((2, old), (10, new)):
         d = tmp_path / "checkpoints" / f"step-{step}"
         d.mkdir(parents=True)
-        safetensors.torch.save_model(m, str(d / "model.safetensors"))  # keeps lm_head.weight for the tied matrix
+        safetensors.torch.save_model(m, str(d / "model.safetensors"))  # keeps head.proj.weight for the tied matrix
     loaded = lmforge.load_model(tmp_path)
-    torch.testing.assert_close(loaded.tok_emb.weight, new.tok_emb.weight, rtol=0, atol=0)
-    assert loaded.lm_head.weight is loaded.tok_emb.weight
+    torch.testing.assert_close(loaded.backbone.tok_emb.weight, new.backbone.tok_emb.weight, rtol=0, atol=0)
+    assert loaded.head.proj.weight is loaded.backbone.tok_emb.weight
 
 
 def test_export_config_with_unknown_field_is_named(tmp_path: Path) -> None:

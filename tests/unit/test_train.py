@@ -18,8 +18,7 @@ from torch import nn
 
 from lmforge.checkpoint.state import list_checkpoints
 from lmforge.config import ConfigError, DistConfig, ModelConfig, RunConfig, TrainConfig
-from lmforge.models import build_model
-from lmforge.tasks import Batch
+from lmforge.tasks import Batch, build_model
 from lmforge.tasks.clm import CLMTask
 from lmforge.tasks.mlm import MLMTask
 from lmforge.training.optim import MuonWithAdamW, block_matrices, build_optimizer, orthogonalize, param_groups
@@ -66,8 +65,7 @@ class MaskedBatches(WindowBatches):
 
 
 def tiny_model(family: str = "gpt2", **kw: Any) -> torch.nn.Module:
-    head = "mlm" if family == "bert" else "lm"
-    cfg = ModelConfig(family=family, head=head, vocab_size=V, n_layer=2, n_head=2, d_model=32, max_seq_len=32, **kw)
+    cfg = ModelConfig(family=family, vocab_size=V, n_layer=2, n_head=2, d_model=32, max_seq_len=32, **kw)
     return build_model(cfg)
 
 
@@ -228,11 +226,11 @@ def test_no_weight_decay_on_biases_norms_embeddings() -> None:
     decay, no_decay = param_groups(model, 0.1)
     decay_ids = {id(p) for p in decay["params"]}
     named = dict(model.named_parameters())
-    assert id(named["tok_emb.weight"]) not in decay_ids  # also the tied lm_head
-    assert id(named["pos_emb.weight"]) not in decay_ids
-    assert id(named["blocks.0.attn.qkv.weight"]) in decay_ids
-    assert id(named["blocks.0.attn.qkv.bias"]) not in decay_ids
-    assert id(named["blocks.0.attn_norm.weight"]) not in decay_ids
+    assert id(named["backbone.tok_emb.weight"]) not in decay_ids  # also the tied lm_head
+    assert id(named["backbone.pos_emb.weight"]) not in decay_ids
+    assert id(named["backbone.blocks.0.attn.qkv.weight"]) in decay_ids
+    assert id(named["backbone.blocks.0.attn.qkv.bias"]) not in decay_ids
+    assert id(named["backbone.blocks.0.attn_norm.weight"]) not in decay_ids
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
@@ -423,11 +421,13 @@ def test_block_matrices_go_to_muon_and_the_rest_to_adamw() -> None:
     named = {id(p): n for n, p in model.named_parameters()}
     muon = {named[id(p)] for g in opt.param_groups if g["use_muon"] for p in g["params"]}
     assert muon == {
-        n for n, p in model.named_parameters() if n.startswith("blocks.") and n.endswith(".weight") and p.dim() == 2
+        n
+        for n, p in model.named_parameters()
+        if n.startswith("backbone.blocks.") and n.endswith(".weight") and p.dim() == 2
     }
     assert len(muon) == 2 * 4  # qkv, out, up, down per block
     adam = {named[id(p)] for g in opt.param_groups if not g["use_muon"] for p in g["params"]}
-    assert "tok_emb.weight" in adam and "pos_emb.weight" in adam and "blocks.0.attn.qkv.bias" in adam
+    assert {"backbone.tok_emb.weight", "backbone.pos_emb.weight", "backbone.blocks.0.attn.qkv.bias"} <= adam
     assert len(muon) + len(adam) == len(list(model.parameters()))
     assert [g["lr_scale"] for g in opt.param_groups] == [5.0, 1.0]  # muon_lr / lr; adam groups at 1
     assert block_matrices(model) and all(p.dim() == 2 for p in block_matrices(model))

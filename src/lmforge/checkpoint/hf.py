@@ -1,7 +1,7 @@
 """Hugging Face interop: config and weight maps for BERT and GPT-2, both directions.
 
-This is the only module that knows Hugging Face names. Our checkpoints use lmforge's attribute names
-(`tok_emb`, `blocks.N.attn.qkv`, ...); HF's differ per class:
+This is the only module that knows Hugging Face names. Our checkpoints use lmforge's attribute names,
+`backbone.*` (`tok_emb`, `blocks.N.attn.qkv`, ...) and `head.*` (tasks/heads.py); HF's differ per class:
 
     BertModel                       embeddings.*, encoder.layer.N.*, pooler.*
     BertForMaskedLM                 bert.* (no pooler) + cls.predictions.*
@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmforge.config import ModelConfig
+from lmforge.config import HeadConfig, ModelConfig
 from lmforge.errors import CheckpointError
 
-# architecture name -> (family, head)
+# architecture name -> (family, head kind)
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "BertModel": ("bert", "none"),
     "BertForMaskedLM": ("bert", "mlm"),
@@ -55,11 +55,17 @@ def architecture_of(hf_config: dict[str, Any], where: str = "config.json") -> st
     return arch
 
 
+def head_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") -> HeadConfig:
+    """Our HeadConfig for an HF config.json dict (the head its architecture carries)."""
+    _, kind = ARCHITECTURES[architecture_of(hf_config, where)]
+    pad = hf_config.get("pad_token_id") if kind == "sequence" else None
+    return HeadConfig(kind=kind, num_labels=_num_labels(hf_config), pad_token_id=pad)  # type: ignore[arg-type]
+
+
 def model_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") -> ModelConfig:
-    """Our ModelConfig for an HF config.json dict."""
+    """Our (backbone) ModelConfig for an HF config.json dict."""
     arch = architecture_of(hf_config, where)
-    family, head = ARCHITECTURES[arch]
-    num_labels = _num_labels(hf_config)
+    family, _ = ARCHITECTURES[arch]
     try:
         if family == "bert":
             act = hf_config.get("hidden_act", "gelu")
@@ -69,8 +75,6 @@ def model_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") 
                 raise CheckpointError(f"{where}: only position_embedding_type='absolute' is supported")
             return ModelConfig(
                 family="bert",
-                head=head,
-                num_labels=num_labels,
                 vocab_size=hf_config["vocab_size"],
                 n_layer=hf_config["num_hidden_layers"],
                 n_head=hf_config["num_attention_heads"],
@@ -83,7 +87,6 @@ def model_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") 
                 init_std=hf_config.get("initializer_range", 0.02),
                 dropout=hf_config.get("hidden_dropout_prob", 0.0),
                 attn_dropout=hf_config.get("attention_probs_dropout_prob", 0.0),
-                pad_token_id=hf_config.get("pad_token_id"),
             )
         act = hf_config.get("activation_function", "gelu_new")
         if act not in _HF_ACT:
@@ -95,8 +98,6 @@ def model_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") 
         d_model = hf_config["n_embd"]
         return ModelConfig(
             family="gpt2",
-            head=head,
-            num_labels=num_labels,
             vocab_size=hf_config["vocab_size"],
             n_layer=hf_config["n_layer"],
             n_head=hf_config["n_head"],
@@ -109,7 +110,6 @@ def model_config_from_hf(hf_config: dict[str, Any], where: str = "config.json") 
             tie_embeddings=hf_config.get("tie_word_embeddings", True),
             dropout=hf_config.get("resid_pdrop", 0.0),
             attn_dropout=hf_config.get("attn_pdrop", 0.0),
-            pad_token_id=hf_config.get("pad_token_id"),
         )
     except KeyError as e:
         raise CheckpointError(f"{where}: field {e.args[0]!r} is missing (a {arch} config needs it)") from None
@@ -121,19 +121,19 @@ def _num_labels(hf_config: dict[str, Any]) -> int:
     return int(hf_config.get("num_labels", 2))
 
 
-def hf_config_from_model(cfg: ModelConfig, labels: list[str] | None = None) -> dict[str, Any]:
-    """An HF config.json dict for our ModelConfig (BERT or GPT-2 families only)."""
-    arch = {v: k for k, v in ARCHITECTURES.items()}.get((cfg.family, cfg.head))
+def hf_config_from_model(cfg: ModelConfig, head: HeadConfig, labels: list[str] | None = None) -> dict[str, Any]:
+    """An HF config.json dict for our backbone + head (BERT or GPT-2 families only)."""
+    arch = {v: k for k, v in ARCHITECTURES.items()}.get((cfg.family, head.kind))
     if arch is None:
         raise CheckpointError(
-            f"model.family={cfg.family!r} with head={cfg.head!r} has no Hugging Face equivalent; "
+            f"model.family={cfg.family!r} with head={head.kind!r} has no Hugging Face equivalent; "
             "to-hf exports BERT (none/mlm/sequence/token heads) and GPT-2/GPT-3-dense models (none/lm/sequence)"
         )
     if cfg.family == "gpt2" and "banded" in cfg.attention_layers:
         raise CheckpointError("banded (GPT-3 sparse) attention layers have no GPT-2 equivalent in transformers")
     if cfg.family == "gpt2" and not cfg.bias:
         raise CheckpointError("model.bias=false has no GPT-2 equivalent in transformers")
-    n = cfg.num_labels
+    n = head.num_labels
     id2label = {str(i): (labels[i] if labels else f"LABEL_{i}") for i in range(n)}
     common: dict[str, Any] = {
         "architectures": [arch],
@@ -143,9 +143,9 @@ def hf_config_from_model(cfg: ModelConfig, labels: list[str] | None = None) -> d
         "label2id": {v: int(k) for k, v in id2label.items()},
         "tie_word_embeddings": cfg.tie_embeddings,
     }
-    if cfg.pad_token_id is not None:
-        common["pad_token_id"] = cfg.pad_token_id
-    if cfg.head == "sequence" and n == 1:
+    if head.pad_token_id is not None:
+        common["pad_token_id"] = head.pad_token_id
+    if head.kind == "sequence" and n == 1:
         common["problem_type"] = "regression"
     if cfg.family == "bert":
         return {
@@ -180,25 +180,25 @@ def hf_config_from_model(cfg: ModelConfig, labels: list[str] | None = None) -> d
 
 
 # --- weights --------------------------------------------------------------------------------------------
-def _prefix(cfg: ModelConfig) -> str:
+def _prefix(cfg: ModelConfig, head: str) -> str:
     """Where the base model's weights live inside the HF class."""
-    if cfg.head == "none":
+    if head == "none":
         return ""
     return "bert." if cfg.family == "bert" else "transformer."
 
 
-def _bert_pairs(cfg: ModelConfig) -> list[tuple[str, str]]:
+def _bert_pairs(cfg: ModelConfig, head: str) -> list[tuple[str, str]]:
     """(ours, hf) names whose tensors are equal as they are (no fusing or transposing)."""
-    p = _prefix(cfg)
+    p = _prefix(cfg, head)
     pairs = [
-        ("tok_emb.weight", f"{p}embeddings.word_embeddings.weight"),
-        ("pos_emb.weight", f"{p}embeddings.position_embeddings.weight"),
-        ("type_emb.weight", f"{p}embeddings.token_type_embeddings.weight"),
-        ("emb_norm.weight", f"{p}embeddings.LayerNorm.weight"),
-        ("emb_norm.bias", f"{p}embeddings.LayerNorm.bias"),
+        ("backbone.tok_emb.weight", f"{p}embeddings.word_embeddings.weight"),
+        ("backbone.pos_emb.weight", f"{p}embeddings.position_embeddings.weight"),
+        ("backbone.type_emb.weight", f"{p}embeddings.token_type_embeddings.weight"),
+        ("backbone.emb_norm.weight", f"{p}embeddings.LayerNorm.weight"),
+        ("backbone.emb_norm.bias", f"{p}embeddings.LayerNorm.bias"),
     ]
     for i in range(cfg.n_layer):
-        ours, hf = f"blocks.{i}.", f"{p}encoder.layer.{i}."
+        ours, hf = f"backbone.blocks.{i}.", f"{p}encoder.layer.{i}."
         for t in ("weight", "bias"):
             pairs += [
                 (f"{ours}attn.out.{t}", f"{hf}attention.output.dense.{t}"),
@@ -207,31 +207,34 @@ def _bert_pairs(cfg: ModelConfig) -> list[tuple[str, str]]:
                 (f"{ours}mlp.down.{t}", f"{hf}output.dense.{t}"),
                 (f"{ours}mlp_norm.{t}", f"{hf}output.LayerNorm.{t}"),
             ]
-    if cfg.head in ("none", "sequence"):
-        pairs += [("pooler.dense.weight", f"{p}pooler.dense.weight"), ("pooler.dense.bias", f"{p}pooler.dense.bias")]
-    if cfg.head == "mlm":
+    if head in ("none", "sequence"):
         pairs += [
-            ("mlm_head.dense.weight", "cls.predictions.transform.dense.weight"),
-            ("mlm_head.dense.bias", "cls.predictions.transform.dense.bias"),
-            ("mlm_head.norm.weight", "cls.predictions.transform.LayerNorm.weight"),
-            ("mlm_head.norm.bias", "cls.predictions.transform.LayerNorm.bias"),
-            ("mlm_head.decoder.weight", "cls.predictions.decoder.weight"),
-            ("mlm_head.decoder.bias", "cls.predictions.bias"),
+            ("head.pooler.dense.weight", f"{p}pooler.dense.weight"),
+            ("head.pooler.dense.bias", f"{p}pooler.dense.bias"),
         ]
-    if cfg.head == "sequence":
-        pairs += [("cls_head.proj.weight", "classifier.weight"), ("cls_head.proj.bias", "classifier.bias")]
-    if cfg.head == "token":
-        pairs += [("token_head.proj.weight", "classifier.weight"), ("token_head.proj.bias", "classifier.bias")]
+    if head == "mlm":
+        pairs += [
+            ("head.dense.weight", "cls.predictions.transform.dense.weight"),
+            ("head.dense.bias", "cls.predictions.transform.dense.bias"),
+            ("head.norm.weight", "cls.predictions.transform.LayerNorm.weight"),
+            ("head.norm.bias", "cls.predictions.transform.LayerNorm.bias"),
+            ("head.decoder.weight", "cls.predictions.decoder.weight"),
+            ("head.decoder.bias", "cls.predictions.bias"),
+        ]
+    if head == "sequence":
+        pairs += [("head.proj.weight", "classifier.weight"), ("head.proj.bias", "classifier.bias")]
+    if head == "token":
+        pairs += [("head.proj.weight", "classifier.weight"), ("head.proj.bias", "classifier.bias")]
     return pairs
 
 
-def _gpt2_pairs(cfg: ModelConfig) -> tuple[list[tuple[str, str]], set[str]]:
+def _gpt2_pairs(cfg: ModelConfig, head: str) -> tuple[list[tuple[str, str]], set[str]]:
     """(ours, hf) pairs, and the HF names stored as Conv1D (transposed)."""
-    p = _prefix(cfg)
-    pairs = [("tok_emb.weight", f"{p}wte.weight"), ("pos_emb.weight", f"{p}wpe.weight")]
+    p = _prefix(cfg, head)
+    pairs = [("backbone.tok_emb.weight", f"{p}wte.weight"), ("backbone.pos_emb.weight", f"{p}wpe.weight")]
     conv1d: set[str] = set()
     for i in range(cfg.n_layer):
-        ours, hf = f"blocks.{i}.", f"{p}h.{i}."
+        ours, hf = f"backbone.blocks.{i}.", f"{p}h.{i}."
         for o, h in (
             ("attn.qkv", "attn.c_attn"),
             ("attn.out", "attn.c_proj"),
@@ -242,22 +245,22 @@ def _gpt2_pairs(cfg: ModelConfig) -> tuple[list[tuple[str, str]], set[str]]:
             conv1d.add(f"{hf}{h}.weight")
         for o, h in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
             pairs += [(f"{ours}{o}.weight", f"{hf}{h}.weight"), (f"{ours}{o}.bias", f"{hf}{h}.bias")]
-    pairs += [("final_norm.weight", f"{p}ln_f.weight"), ("final_norm.bias", f"{p}ln_f.bias")]
-    if cfg.head == "lm":
-        pairs.append(("lm_head.weight", "lm_head.weight"))
-    if cfg.head == "sequence":
-        pairs.append(("cls_head.proj.weight", "score.weight"))
+    pairs += [("backbone.final_norm.weight", f"{p}ln_f.weight"), ("backbone.final_norm.bias", f"{p}ln_f.bias")]
+    if head == "lm":
+        pairs.append(("head.proj.weight", "lm_head.weight"))
+    if head == "sequence":
+        pairs.append(("head.proj.weight", "score.weight"))
     return pairs, conv1d
 
 
-def _tied_hf_names(cfg: ModelConfig) -> dict[str, str]:
+def _tied_hf_names(cfg: ModelConfig, head: str) -> dict[str, str]:
     """HF names that may be absent from a file because they are tied to another tensor."""
-    if cfg.family == "bert" and cfg.head == "mlm":
+    if cfg.family == "bert" and head == "mlm":
         return {
             "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
             "cls.predictions.decoder.bias": "cls.predictions.bias",
         }
-    if cfg.family == "gpt2" and cfg.head == "lm" and cfg.tie_embeddings:
+    if cfg.family == "gpt2" and head == "lm" and cfg.tie_embeddings:
         return {"lm_head.weight": "transformer.wte.weight"}
     return {}
 
@@ -266,36 +269,36 @@ def _tied_hf_names(cfg: ModelConfig) -> dict[str, str]:
 _IGNORED_HF_SUFFIXES = (".attn.bias", ".attn.masked_bias", "position_ids")
 
 
-def from_hf(sd: dict[str, Tensor], cfg: ModelConfig, where: str = "model.safetensors") -> dict[str, Tensor]:
-    """Convert an HF state dict to ours; missing, unexpected and mis-shaped tensors are a CheckpointError."""
+def from_hf(sd: dict[str, Tensor], cfg: ModelConfig, head: str, where: str = "model.safetensors") -> dict[str, Tensor]:
+    """Convert an HF state dict (of the class with `head`) to ours; missing and unexpected tensors are an error."""
     sd = dict(sd)
-    for name, source in _tied_hf_names(cfg).items():
+    for name, source in _tied_hf_names(cfg, head).items():
         if name not in sd and source in sd:
             sd[name] = sd[source]
     # a bare base model saved under its task prefix (e.g. "bert.embeddings...") or vice versa
-    sd = _align_prefix(sd, cfg)
+    sd = _align_prefix(sd, cfg, head)
     out: dict[str, Tensor] = {}
     used: set[str] = set()
     missing: list[str] = []
     if cfg.family == "bert":
-        for ours, hf in _bert_pairs(cfg):
+        for ours, hf in _bert_pairs(cfg, head):
             if hf in sd:
                 out[ours] = sd[hf]
                 used.add(hf)
             else:
                 missing.append(hf)
-        p = _prefix(cfg)
+        p = _prefix(cfg, head)
         for i in range(cfg.n_layer):
             base = f"{p}encoder.layer.{i}.attention.self."
             for t in ("weight", "bias"):
                 names = [f"{base}{x}.{t}" for x in ("query", "key", "value")]
                 if all(n in sd for n in names):
-                    out[f"blocks.{i}.attn.qkv.{t}"] = torch.cat([sd[n] for n in names], dim=0)
+                    out[f"backbone.blocks.{i}.attn.qkv.{t}"] = torch.cat([sd[n] for n in names], dim=0)
                     used.update(names)
                 else:
                     missing += [n for n in names if n not in sd]
     elif cfg.family == "gpt2":
-        pairs, conv1d = _gpt2_pairs(cfg)
+        pairs, conv1d = _gpt2_pairs(cfg, head)
         for ours, hf in pairs:
             if hf in sd:
                 out[ours] = sd[hf].t() if hf in conv1d else sd[hf]
@@ -304,34 +307,38 @@ def from_hf(sd: dict[str, Tensor], cfg: ModelConfig, where: str = "model.safeten
                 missing.append(hf)
     else:
         raise CheckpointError(f"family {cfg.family!r} has no Hugging Face weight map")
-    used.update(_tied_hf_names(cfg))
+    used.update(_tied_hf_names(cfg, head))
     extra = sorted(k for k in sd if k not in used and not k.endswith(_IGNORED_HF_SUFFIXES))
     if missing:
         raise CheckpointError(
             f"{where}: {len(missing)} tensors missing (e.g. {missing[:3]}); is this really a "
-            f"{_arch_name(cfg)} checkpoint?"
+            f"{_arch_name(cfg, head)} checkpoint?"
         )
     if extra:
-        raise CheckpointError(f"{where}: {len(extra)} unexpected tensors (e.g. {extra[:3]}) for {_arch_name(cfg)}")
+        raise CheckpointError(
+            f"{where}: {len(extra)} unexpected tensors (e.g. {extra[:3]}) for {_arch_name(cfg, head)}"
+        )
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def to_hf(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
+def to_hf(sd: dict[str, Tensor], cfg: ModelConfig, head: str) -> dict[str, Tensor]:
     """Convert our state dict to the HF class's, with every key HF's own state_dict() has (tied ones too)."""
     out: dict[str, Tensor] = {}
     if cfg.family == "bert":
-        for ours, hf in _bert_pairs(cfg):
+        for ours, hf in _bert_pairs(cfg, head):
             out[hf] = sd[ours]
-        p = _prefix(cfg)
+        p = _prefix(cfg, head)
         for i in range(cfg.n_layer):
             base = f"{p}encoder.layer.{i}.attention.self."
             for t in ("weight", "bias"):
-                for name, part in zip(("query", "key", "value"), sd[f"blocks.{i}.attn.qkv.{t}"].chunk(3, dim=0)):
+                for name, part in zip(
+                    ("query", "key", "value"), sd[f"backbone.blocks.{i}.attn.qkv.{t}"].chunk(3, dim=0)
+                ):
                     out[f"{base}{name}.{t}"] = part
-        if cfg.head == "mlm":
-            out["cls.predictions.decoder.bias"] = sd["mlm_head.decoder.bias"]
+        if head == "mlm":
+            out["cls.predictions.decoder.bias"] = sd["head.decoder.bias"]
     elif cfg.family == "gpt2":
-        pairs, conv1d = _gpt2_pairs(cfg)
+        pairs, conv1d = _gpt2_pairs(cfg, head)
         for ours, hf in pairs:
             out[hf] = sd[ours].t() if hf in conv1d else sd[ours]
     else:
@@ -339,13 +346,13 @@ def to_hf(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def _arch_name(cfg: ModelConfig) -> str:
-    return {v: k for k, v in ARCHITECTURES.items()}.get((cfg.family, cfg.head), cfg.family)
+def _arch_name(cfg: ModelConfig, head: str) -> str:
+    return {v: k for k, v in ARCHITECTURES.items()}.get((cfg.family, head), cfg.family)
 
 
-def _align_prefix(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
+def _align_prefix(sd: dict[str, Tensor], cfg: ModelConfig, head: str) -> dict[str, Tensor]:
     base = "bert." if cfg.family == "bert" else "transformer."
-    want = _prefix(cfg)
+    want = _prefix(cfg, head)
     has_prefix = any(k.startswith(base) for k in sd)
     if want == "" and has_prefix:  # e.g. BertModel loaded from a BertForMaskedLM file: drop head weights
         return {k[len(base) :]: v for k, v in sd.items() if k.startswith(base)}
@@ -357,26 +364,26 @@ def _align_prefix(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
 
 
 def model_from_hf(hf_model: Any) -> Any:
-    """Our model with the weights of an in-memory transformers model (BERT or GPT-2 classes above)."""
-    from lmforge.models import build_model
+    """Our TaskModel with the weights of an in-memory transformers model (BERT or GPT-2 classes above)."""
+    from lmforge.tasks import build_model
 
     hf_config = hf_model.config.to_dict()
     hf_config["architectures"] = [type(hf_model).__name__]
-    cfg = model_config_from_hf(hf_config, where=type(hf_model).__name__)
-    model = build_model(cfg)
-    state = from_hf(hf_model.state_dict(), cfg, where=type(hf_model).__name__)
-    load_weights(model, state, where=type(hf_model).__name__)
+    where = type(hf_model).__name__
+    cfg, head = model_config_from_hf(hf_config, where=where), head_config_from_hf(hf_config, where=where)
+    model = build_model(cfg, head)
+    load_weights(model, from_hf(hf_model.state_dict(), cfg, head.kind, where=where), where=where)
     return model.eval()
 
 
 def load_weights(model: Any, state: dict[str, Tensor], where: str) -> None:
-    """Copy `state` into `model`, naming missing/unexpected tensors and shape mismatches."""
+    """Copy `state` into a TaskModel, naming missing/unexpected tensors and shape mismatches."""
     own = model.state_dict()
-    tied = {"lm_head.weight", "mlm_head.decoder.weight"} if model.cfg.tie_embeddings else set()
-    if tied and "tok_emb.weight" not in state:  # a writer that kept the decoder's name for the shared matrix
+    tied = {model.tied_key} if model.tied_key else set()
+    if tied and "backbone.tok_emb.weight" not in state:  # a writer that kept the decoder's name for the shared matrix
         for name in tied:
             if name in state:
-                state = {**state, "tok_emb.weight": state[name]}
+                state = {**state, "backbone.tok_emb.weight": state[name]}
     missing = sorted(k for k in own if k not in state and k not in tied)
     extra = sorted(k for k in state if k not in own)
     if missing:

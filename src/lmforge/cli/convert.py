@@ -52,11 +52,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.direction == "to-hf" and source.kind == "hf":
         raise CheckpointError(f"{src}: this is already a Hugging Face checkpoint; use `convert from-hf`")
     model = load_model(src)
-    labels = getattr(model, "labels", None)
     if args.direction == "from-hf":
-        save_model(model, dst, labels=labels)
+        save_model(model, dst)
     else:
-        export_hf(model, dst, labels=labels)
+        export_hf(model, dst)
     tok_dir = source.weights.parent if source.kind != "run-checkpoint" else src
     copied = copy_tokenizer_files(tok_dir, dst) if tok_dir.resolve() != dst.resolve() else []
     if args.direction == "to-hf" and copied == ["tokenizer.json"]:
@@ -66,14 +65,14 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         "src": str(src),
         "dst": str(dst),
         "family": model.cfg.family,
-        "head": model.cfg.head,
+        "head": model.head_cfg.kind,
         "n_params": sum(p.numel() for p in model.parameters()),
         "tokenizer_files": copied,
     }
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"converted {model.cfg.family}/{model.cfg.head} ({summary['n_params']:,} parameters) -> {dst}")
+        print(f"converted {model.cfg.family}/{model.head_cfg.kind} ({summary['n_params']:,} parameters) -> {dst}")
         if not copied:
             print("note: no tokenizer files found beside the source; copy them by hand if you need them")
     return 0

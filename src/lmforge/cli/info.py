@@ -7,10 +7,12 @@ import json
 from dataclasses import asdict
 
 from lmforge.config import (
+    LEGACY_HEAD_KEYS,
     GPT3_PAPER_PARAMS,
     PRESETS,
     ModelConfig,
     config_to_dict,
+    head_config_from_dict,
     load_config,
     model_config_from_dict,
     parse_overrides,
@@ -20,7 +22,7 @@ from lmforge.errors import UsageError
 EXAMPLES = """examples:
   lmforge info --list
   lmforge info --preset gpt2
-  lmforge info --preset bert-base --model.head none --json
+  lmforge info --preset bert-base --head.kind none --json
   lmforge info --preset gpt3-175b --context 2048
   lmforge info --config runs/my-run/config.yaml
 """
@@ -61,19 +63,29 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if not args.preset and not args.config and not overrides:
         raise UsageError("give --preset NAME or --config FILE (see `lmforge info --list`)")
     tree = parse_overrides(overrides)
-    if set(tree) - {"model"}:
-        raise UsageError(f"info takes only --model.FIELD overrides, not {sorted(set(tree) - {'model'})}")
+    if set(tree) - {"model", "head"}:
+        raise UsageError(
+            f"info takes only --model.FIELD and --head.FIELD overrides, not {sorted(set(tree) - {'model', 'head'})}"
+        )
     model_raw = dict(tree.get("model", {}))
+    moved = sorted(set(model_raw) & set(LEGACY_HEAD_KEYS))
+    if moved:
+        raise UsageError(f"--model.{moved[0]} is now --head.{LEGACY_HEAD_KEYS[moved[0]]}")
     if args.config:
         base = config_to_dict(load_config(args.config).model)
         model_raw = {**base, **model_raw}
     if args.preset:
         model_raw["preset"] = args.preset
     cfg = model_config_from_dict(model_raw, where="--model flags")
-    s = summarize(cfg, args.context)
+    head = head_config_from_dict(
+        {"kind": "mlm" if cfg.family == "bert" else "lm", **tree.get("head", {})}, where="--head flags"
+    )
+    head.check_fits(cfg)
+    s = summarize(cfg, args.context, head)
     result = {
         "preset": cfg.preset,
         "model": config_to_dict(cfg),
+        "head": config_to_dict(head),
         **{k: v for k, v in asdict(s).items() if k != "shapes"},
         "shapes": s.shapes,
     }
@@ -83,7 +95,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         print(json.dumps(result))
         return 0
     print(
-        f"{cfg.preset or 'custom'}: family={cfg.family} head={cfg.head} layers={cfg.n_layer} d_model={cfg.d_model} "
+        f"{cfg.preset or 'custom'}: family={cfg.family} head={head.kind} layers={cfg.n_layer} d_model={cfg.d_model} "
         f"heads={cfg.n_head} d_ff={cfg.ff_dim} vocab={cfg.vocab_size} context={cfg.max_seq_len}"
     )
     if len(set(cfg.attention_layers)) > 1 or "banded" in cfg.attention_layers:

@@ -54,10 +54,7 @@ def quickstart_config(model: str, data: list[str] | None) -> Any:
     from lmforge.config import load_config
 
     shape = {"n_layer": 4, "n_head": 4, "d_model": 128, "max_seq_len": 128, "vocab_size": 4096}
-    if model == "bert":
-        model_cfg = {"family": "bert", "head": "mlm", **shape}
-    else:
-        model_cfg = {"family": "gpt2", "head": "lm", **shape}
+    model_cfg = {"family": "bert" if model == "bert" else "gpt2", **shape}
     raw = {
         "objective": "mlm" if model == "bert" else "clm",
         "model": model_cfg,
@@ -117,15 +114,15 @@ def calibrate_steps(setup: Any, budget_s: float) -> int:
     """How many steps fit in `budget_s`: time a few steps of a throwaway copy of the model, minus evaluations."""
     import torch
 
-    from lmforge.models import build_model
-    from lmforge.tasks import build_task
+    from lmforge.config import head_for_objective
+    from lmforge.tasks import build_model, build_task
     from lmforge.training.optim import build_optimizer
     from lmforge.training.pretrain import _batch_sources
     from lmforge.training.step import train_step
 
     cfg = setup.cfg
     batches, _ = _batch_sources(cfg, setup.data_dir, setup.tokenizer, 0, 1)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, head_for_objective(cfg.objective))
     opt = build_optimizer(model, cfg.train)
     task = build_task(cfg.objective)
     rng_state = torch.get_rng_state()

@@ -81,6 +81,7 @@ def read_task_file(
     delimiter: str | None = None,
     header: bool | None = None,
     max_rows: int | None = None,
+    allow_unseen_labels: bool = False,
 ) -> TaskData:
     """Read one task file.
 
@@ -96,6 +97,8 @@ def read_task_file(
         delimiter: csv/tsv field separator; None: tab for .tsv or when the first line has a tab, else comma.
         header: whether a csv/tsv file starts with a header row; None: yes, unless every column asked for is
             an index that the first row does not contain as a name.
+        allow_unseen_labels: classification with `label_names`: a label outside them becomes id -1 (evaluation
+            counts them) instead of an error.
     """
     path = Path(path)
     if task not in TASKS:
@@ -142,7 +145,7 @@ def read_task_file(
         return TaskData(task, path, texts, labels, pairs, None, cols)
     if task == "text-to-text":
         return TaskData(task, path, texts, [_as_text(v) for _, v in raw_labels], pairs, None, cols)
-    names, ids = _label_ids(path, [(line, str(v).strip()) for line, v in raw_labels], label_names)
+    names, ids = _label_ids(path, [(line, str(v).strip()) for line, v in raw_labels], label_names, allow_unseen_labels)
     return TaskData(task, path, texts, ids, pairs, names, cols)
 
 
@@ -167,11 +170,16 @@ def _sorted_labels(values: set[str]) -> list[str]:
         return sorted(values)
 
 
-def _label_ids(path: Path, labels: list[tuple[int, str]], label_names: list[str] | None) -> tuple[list[str], list[int]]:
+def _label_ids(
+    path: Path, labels: list[tuple[int, str]], label_names: list[str] | None, allow_unseen: bool = False
+) -> tuple[list[str], list[int]]:
     names = list(label_names) if label_names is not None else _sorted_labels({v for _, v in labels})
     index = {n: i for i, n in enumerate(names)}
     ids = []
     for line, v in labels:
+        if v not in index and allow_unseen:
+            ids.append(-1)  # evaluation: counted and left out of the metrics (lmforge.evaluation.metrics)
+            continue
         if v not in index:
             raise DataError(
                 f"{path}: line {line}: label {v!r} is not among the training labels {names[:20]}; "

@@ -52,11 +52,12 @@ class MaskPrediction:
 
 def check_masked_lm(model: nn.Module) -> None:
     cfg = getattr(model, "cfg", None)
-    if cfg is None or cfg.family != "bert" or cfg.head != "mlm":
-        got = f"family={cfg.family!r}, head={cfg.head!r}" if cfg is not None else type(model).__name__
+    head = getattr(getattr(model, "head_cfg", None), "kind", None)
+    if cfg is None or cfg.family != "bert" or head != "mlm":
+        got = f"family={cfg.family!r}, head={head!r}" if cfg is not None else type(model).__name__
         causal = cfg is not None and cfg.causal
         hint = ": a GPT model generates text, use generate / `lmforge generate`" if causal else ""
-        raise UsageError(f"fill-mask needs a BERT-family model with an MLM head (model.head='mlm'); got {got}{hint}")
+        raise UsageError(f"fill-mask needs a BERT-family model with an MLM head; got {got}{hint}")
 
 
 @torch.inference_mode()

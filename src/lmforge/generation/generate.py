@@ -71,10 +71,12 @@ def check_causal_lm(model: nn.Module) -> None:
     cfg = getattr(model, "cfg", None)
     if cfg is None:
         raise UsageError(f"generation needs an lmforge model (see lmforge.load_model); got {type(model).__name__}")
-    if cfg.family == "bert" or cfg.head != "lm":
+    # a duck-typed model (forward returning .logits, a .cfg) counts as a language model
+    head = getattr(getattr(model, "head_cfg", None), "kind", "lm")
+    if cfg.family == "bert" or head != "lm":
         raise UsageError(
-            f"generation needs a decoder with an LM head (model.head='lm'); this model has family={cfg.family!r}, "
-            f"head={cfg.head!r}" + (": use fill_mask / `lmforge fill-mask` for BERT" if cfg.family == "bert" else "")
+            f"generation needs a decoder with an LM head; this model has family={cfg.family!r}, "
+            f"head={head!r}" + (": use fill_mask / `lmforge fill-mask` for BERT" if cfg.family == "bert" else "")
         )
 
 

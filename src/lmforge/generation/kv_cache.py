@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from lmforge.models import KVCache
 from lmforge.models.layers import plain
+from lmforge.tasks.heads import LMHead
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -28,22 +29,22 @@ class NextTokenLogits:
     """f(input_ids (B, T), attention_mask, position_ids, cache) -> fp32 logits (B, V) of the next token.
 
     Build one per generation call: it appends T positions to the cache on every call. A prompt (T > 1)
-    runs through the model's `encode`, and the LM head only on the last position: at prefill that skips
+    runs through the backbone's `encode`, and the LM head only on the last position: at prefill that skips
     T - 1 rows of the (C x V) matmul and a (B, T, V) logits tensor (51 MB for GPT-2 at batch 8, T = 32),
-    as transformers does with logits_to_keep=1. Each new token (T = 1) runs through the model's
+    as transformers does with logits_to_keep=1. Each new token (T = 1) runs through the backbone's
     `decoder()`, the same math without module calls (see models/layers.py). Modules that are not ours,
     and models with forward hooks, go through their forward.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        lm_head = getattr(model, "lm_head", None)
+        backbone, head = getattr(model, "backbone", None), getattr(model, "head", None)
         # forward hooks (recording, steering, pruning) run only through nn.Module calls: a model with any
         # goes through its plain forward, as a model that is not ours does
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-        self.ours = lm_head is not None and hasattr(model, "encode") and not hooked
+        self.ours = isinstance(head, LMHead) and hasattr(backbone, "encode") and not hooked
         if self.ours:
-            self.lm_head, self.decode = plain(lm_head), model.decoder()
+            self.backbone, self.lm_head, self.decode = backbone, plain(head.proj), backbone.decoder()
 
     def __call__(
         self, input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None, cache: list[KVCache]
@@ -52,7 +53,7 @@ class NextTokenLogits:
             out = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache)
             return out.logits[:, -1].float()
         if input_ids.shape[1] > 1:
-            hidden = self.model.encode(input_ids, attention_mask, None, position_ids, cache, False).hidden
+            hidden = self.backbone.encode(input_ids, attention_mask, None, position_ids, cache)
             return self.lm_head(hidden[:, -1]).float()
         if position_ids is None:  # no row is padded: every row is at the cache's length
             position_ids = torch.full((1, 1), cache[0].length, dtype=torch.long, device=input_ids.device)

@@ -1,4 +1,7 @@
-"""BERT (Devlin et al. 2018): post-LN encoder; word + position + token-type embeddings; pooler."""
+"""BERT (Devlin et al. 2018): post-LN encoder; word + position + token-type embeddings.
+
+The [CLS] pooler of Hugging Face's BertModel belongs to the sequence head (tasks/heads.py).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.heads import Encoded, Pooler, TransformerModel
+from lmforge.models.base import Backbone
 from lmforge.models.init import init_normal
 from lmforge.models.layers import MLP, Attention, KVCache
 
@@ -17,14 +20,14 @@ class BertBlock(nn.Module):
         self.attn, self.attn_norm = Attention(cfg, causal=False), nn.LayerNorm(cfg.d_model, eps=cfg.eps)
         self.mlp, self.mlp_norm = MLP(cfg), nn.LayerNorm(cfg.d_model, eps=cfg.eps)
 
-    def forward(self, x: Tensor, mask: Tensor | None, want_attn: bool) -> tuple[Tensor, Tensor | None]:
-        a, probs = self.attn(x, mask, return_attention=want_attn)
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        a = self.attn(x, mask)
         x = self.attn_norm(x + a)  # post-norm: the residual sum is normalised, not the block input
         x = self.mlp_norm(x + self.mlp(x))
-        return x, probs
+        return x
 
 
-class BERT(TransformerModel):
+class BERT(Backbone):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -34,9 +37,6 @@ class BERT(TransformerModel):
         self.emb_norm = nn.LayerNorm(cfg.d_model, eps=cfg.eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(BertBlock(cfg) for _ in range(cfg.n_layer))
-        if cfg.head in ("none", "sequence"):  # as in HF: BertModel and ...ForSequenceClassification pool [CLS]
-            self.pooler = Pooler(cfg)
-        self._build_head()
         init_normal(self, std=cfg.init_std)
 
     def encode(
@@ -46,8 +46,7 @@ class BERT(TransformerModel):
         token_type_ids: Tensor | None,
         position_ids: Tensor | None,
         cache: list[KVCache] | None,
-        output_attentions: bool,
-    ) -> Encoded:
+    ) -> Tensor:
         if cache:
             raise ValueError("BERT is an encoder; it has no KV cache")
         T = input_ids.shape[1]
@@ -57,9 +56,6 @@ class BERT(TransformerModel):
         x = self.tok_emb(input_ids) + self.pos_emb(pos) + self.type_emb(token_type_ids)
         x = self.drop(self.emb_norm(x))
         mask = self._masks(attention_mask, T, T, input_ids.device)["dense"]
-        attns: list[Tensor] | None = [] if output_attentions else None
         for block in self.blocks:
-            x, probs = block(x, mask, output_attentions)
-            if attns is not None:
-                attns.append(probs)
-        return Encoded(x, attns)
+            x = block(x, mask)
+        return x

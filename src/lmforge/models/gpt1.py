@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.heads import DecodeFn, Encoded, TransformerModel
+from lmforge.models.base import Backbone, DecodeFn
 from lmforge.models.init import init_normal
 from lmforge.models.layers import MLP, Attention, KVCache, attention_decoder, plain
 
@@ -17,16 +17,14 @@ class GPT1Block(nn.Module):
         self.attn, self.attn_norm = Attention(cfg, causal=True), nn.LayerNorm(cfg.d_model, eps=cfg.eps)
         self.mlp, self.mlp_norm = MLP(cfg), nn.LayerNorm(cfg.d_model, eps=cfg.eps)
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, want_attn: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        a, probs = self.attn(x, mask, cache, return_attention=want_attn)
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None) -> Tensor:
+        a = self.attn(x, mask, cache)
         x = self.attn_norm(x + a)  # post-norm, as in the original Transformer
         x = self.mlp_norm(x + self.mlp(x))
-        return x, probs
+        return x
 
 
-class GPT1(TransformerModel):
+class GPT1(Backbone):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -34,7 +32,6 @@ class GPT1(TransformerModel):
         self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(GPT1Block(cfg) for _ in range(cfg.n_layer))
-        self._build_head()
         init_normal(self, std=cfg.init_std)
 
     def encode(
@@ -44,12 +41,10 @@ class GPT1(TransformerModel):
         token_type_ids: Tensor | None,
         position_ids: Tensor | None,
         cache: list[KVCache] | None,
-        output_attentions: bool,
-    ) -> Encoded:
+    ) -> Tensor:
         pos = self._positions(input_ids, position_ids, cache)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
-        x, attns = self._run_decoder_blocks(x, attention_mask, cache, output_attentions)
-        return Encoded(x, attns)
+        return self._run_decoder_blocks(x, attention_mask, cache)
 
     def decoder(self) -> DecodeFn:
         blocks = [(attention_decoder(b.attn), plain(b.attn_norm), plain(b.mlp), plain(b.mlp_norm)) for b in self.blocks]

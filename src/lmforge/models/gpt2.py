@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.heads import DecodeFn, Encoded, TransformerModel
+from lmforge.models.base import Backbone, DecodeFn
 from lmforge.models.init import init_gpt2
 from lmforge.models.layers import MLP, Attention, KVCache
 
@@ -18,16 +18,14 @@ class GPT2Block(nn.Module):
         self.attn_norm, self.attn = nn.LayerNorm(cfg.d_model, eps=cfg.eps, bias=cfg.bias), Attention(cfg, causal=True)
         self.mlp_norm, self.mlp = nn.LayerNorm(cfg.d_model, eps=cfg.eps, bias=cfg.bias), MLP(cfg)
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, want_attn: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        a, probs = self.attn(self.attn_norm(x), mask, cache, return_attention=want_attn)
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None) -> Tensor:
+        a = self.attn(self.attn_norm(x), mask, cache)
         x = x + a  # pre-norm; GPT-1 and BERT are post-norm: x = norm(x + attn(x))
         x = x + self.mlp(self.mlp_norm(x))
-        return x, probs
+        return x
 
 
-class GPT2(TransformerModel):
+class GPT2(Backbone):
     """Token + learned position embeddings, pre-LN blocks, a final LayerNorm, tied LM head."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -38,7 +36,6 @@ class GPT2(TransformerModel):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(GPT2Block(cfg) for _ in range(cfg.n_layer))
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.eps, bias=cfg.bias)
-        self._build_head()
         init_gpt2(self)
 
     def encode(
@@ -48,20 +45,14 @@ class GPT2(TransformerModel):
         token_type_ids: Tensor | None,
         position_ids: Tensor | None,
         cache: list[KVCache] | None,
-        output_attentions: bool,
-    ) -> Encoded:
+    ) -> Tensor:
         pos = self._positions(input_ids, position_ids, cache)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
-        x, attns = self._run_decoder_blocks(x, attention_mask, cache, output_attentions)
-        return Encoded(self.final_norm(x), attns)
+        x = self._run_decoder_blocks(x, attention_mask, cache)
+        return self.final_norm(x)
 
     def decoder(self) -> DecodeFn:
         tok_emb, pos_emb = self.tok_emb.weight, self.pos_emb.weight
         return self._pre_norm_decoder(
             lambda tokens, pos: F.embedding(tokens, tok_emb) + F.embedding(pos[:, 0], pos_emb)
         )
-
-
-def gpt3_band_note() -> str:
-    """What `lmforge info` says about GPT-3's banded layers."""
-    return "alternating dense / locally banded attention (Sparse Transformer style); band width = model.band_width"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -171,8 +170,7 @@ class Attention(nn.Module):
         mask: Tensor | None = None,
         cache: KVCache | None = None,
         positions: Tensor | None = None,
-        return_attention: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)
         q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
@@ -185,14 +183,8 @@ class Attention(nn.Module):
         # a caller passing a mask folds causality into it; SDPA rejects mask + is_causal together
         is_causal = self.causal and mask is None and T == S and T > 1
         dropout = self.attn_dropout if self.training else 0.0
-        if return_attention:
-            probs = _attention_probs(q, k, mask, is_causal)
-            y = F.dropout(probs, dropout, self.training) @ v
-        else:
-            probs = None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
-        y = self.resid_dropout(self.out(y.transpose(1, 2).reshape(B, T, C)))
-        return y, probs
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+        return self.resid_dropout(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
 
 # --- single-token decoding --------------------------------------------------------------------------------
@@ -304,14 +296,3 @@ def attention_decoder(attn: Attention) -> AttendFn:
         return out(y.view(B, C))
 
     return attend
-
-
-def _attention_probs(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
-    """Explicit softmax(q k^T / sqrt(D)), for callers that want to look at the attention maps."""
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    if is_causal:
-        T, S = scores.shape[-2:]
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.float().softmax(-1).type_as(q)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.heads import DecodeFn, Encoded, TransformerModel
+from lmforge.models.base import Backbone, DecodeFn
 from lmforge.models.init import init_gpt2
 from lmforge.models.layers import Attention, KVCache, RMSNorm, Rotary, SwiGLU
 
@@ -18,16 +18,14 @@ class ModernBlock(nn.Module):
         self.attn_norm, self.attn = RMSNorm(cfg.d_model, cfg.eps), Attention(cfg, causal=True, rotary=rotary)
         self.mlp_norm, self.mlp = RMSNorm(cfg.d_model, cfg.eps), SwiGLU(cfg)
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None, cache: KVCache | None, want_attn: bool, positions: Tensor
-    ) -> tuple[Tensor, Tensor | None]:
-        a, probs = self.attn(self.attn_norm(x), mask, cache, positions, return_attention=want_attn)
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, positions: Tensor) -> Tensor:
+        a = self.attn(self.attn_norm(x), mask, cache, positions)
         x = x + a
         x = x + self.mlp(self.mlp_norm(x))
-        return x, probs
+        return x
 
 
-class Modern(TransformerModel):
+class Modern(Backbone):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -36,7 +34,6 @@ class Modern(TransformerModel):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(ModernBlock(cfg, self.rotary) for _ in range(cfg.n_layer))
         self.final_norm = RMSNorm(cfg.d_model, cfg.eps)
-        self._build_head()
         init_gpt2(self)
 
     def encode(
@@ -46,12 +43,11 @@ class Modern(TransformerModel):
         token_type_ids: Tensor | None,
         position_ids: Tensor | None,
         cache: list[KVCache] | None,
-        output_attentions: bool,
-    ) -> Encoded:
+    ) -> Tensor:
         pos = self._positions(input_ids, position_ids, cache)
         x = self.drop(self.tok_emb(input_ids))
-        x, attns = self._run_decoder_blocks(x, attention_mask, cache, output_attentions, positions=pos)
-        return Encoded(self.final_norm(x), attns)
+        x = self._run_decoder_blocks(x, attention_mask, cache, positions=pos)
+        return self.final_norm(x)
 
     def decoder(self) -> DecodeFn:
         tok_emb = self.tok_emb.weight  # positions enter through RoPE in attention

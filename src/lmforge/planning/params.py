@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from lmforge.config import ModelConfig
-from lmforge.models import build_model
+from lmforge.config import HeadConfig, ModelConfig
 
 
 @dataclass
@@ -22,9 +21,13 @@ class ModelSummary:
     shapes: dict[str, list[int]] = field(default_factory=dict)  # parameter name -> shape, first block only
 
 
-def summarize(cfg: ModelConfig, context: int | None = None) -> ModelSummary:
-    """Count parameters of `cfg` on the meta device and estimate FLOPs per token at `context` tokens."""
-    model = build_model(cfg, device="meta")
+def summarize(cfg: ModelConfig, context: int | None = None, head: HeadConfig | None = None) -> ModelSummary:
+    """Count parameters of `cfg` with `head` (default: the family's pretraining head, lm or mlm) on the meta
+    device, and estimate FLOPs per token at `context` tokens."""
+    from lmforge.tasks import build_model
+
+    head = head or HeadConfig(kind="mlm" if cfg.family == "bert" else "lm")
+    model = build_model(cfg, head, device="meta")
     seen: set[int] = set()
     total = emb = 0
     shapes: dict[str, list[int]] = {}
@@ -33,9 +36,9 @@ def summarize(cfg: ModelConfig, context: int | None = None) -> ModelSummary:
             continue
         seen.add(id(p))
         total += p.numel()
-        if name.split(".")[0] in ("tok_emb", "pos_emb", "type_emb"):
+        if name.split(".")[:2] in (["backbone", "tok_emb"], ["backbone", "pos_emb"], ["backbone", "type_emb"]):
             emb += p.numel()
-        if not name.startswith("blocks.") or name.startswith("blocks.0."):
+        if not name.startswith("backbone.blocks.") or name.startswith("backbone.blocks.0."):
             shapes[name] = list(p.shape)
     non_emb = total - emb
     T = context or cfg.max_seq_len
@@ -45,7 +48,7 @@ def summarize(cfg: ModelConfig, context: int | None = None) -> ModelSummary:
     dense = cfg.n_layer - banded
     attn = 2 * cfg.d_model * (dense * T + banded * min(T, cfg.band_width))
     # the LM/MLM decoder matmul is a real cost even when its weight is tied to the embedding
-    head = 2 * cfg.d_model * cfg.vocab_size if cfg.head in ("lm", "mlm") and cfg.tie_embeddings else 0
+    head = 2 * cfg.d_model * cfg.vocab_size if head.kind in ("lm", "mlm") and cfg.tie_embeddings else 0
     forward = 2 * non_emb + attn + head
     return ModelSummary(
         n_params=total,

@@ -47,4 +47,6 @@ def build_task(objective: str, chars_per_token: float | None = None) -> Task:
     raise ValueError(f"unknown objective {objective!r}; use 'clm' or 'mlm'")
 
 
-__all__ = ["Batch", "Task", "build_task"]
+from lmforge.tasks.model import TaskModel, TaskOutput, build_model  # noqa: E402 - after Batch, which it uses
+
+__all__ = ["Batch", "Task", "TaskModel", "TaskOutput", "build_model", "build_task"]

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from lmforge.tasks import Batch
-from lmforge.tasks.losses import linear_cross_entropy
 
 
-def lm_loss(model: nn.Module, batch: Batch, reduction: Literal["mean", "sum"]) -> Tensor:
-    """`F.cross_entropy(logits.float(), labels, ignore_index=-100)` of the model's next-token logits.
+def lm_loss(model: nn.Module, batch: Batch) -> Tensor:
+    """Mean `F.cross_entropy(logits.float(), labels, ignore_index=-100)` of the model's next-token logits.
 
-    Computed by `linear_cross_entropy` from the LM head's weight, so the (B, T, V) logits never exist: for GPT-2
+    The LM head fuses it with its projection (tasks/losses.py), so the (B, T, V) logits never exist: for GPT-2
     at 1,024 tokens they and their log-softmax and gradients are four 206 MB tensors.
     """
-
-    def loss(hidden: Tensor, head: nn.Module) -> Tensor:
-        return linear_cross_entropy(hidden, head.weight, batch["labels"], head.bias, reduction)
-
-    return model(batch["input_ids"], attention_mask=batch.get("attention_mask"), head_loss=loss).loss
+    return model(batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"]).loss
 
 
 @dataclass
@@ -34,12 +28,12 @@ class CLMTask:
     name: str = "clm"
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        return lm_loss(model, batch, "mean")
+        return lm_loss(model, batch)
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, float]:
-        total = lm_loss(model, batch, "sum")
-        return {"loss_sum": float(total), "tokens": float((batch["labels"] != -100).sum())}
+        tokens = float((batch["labels"] != -100).sum())
+        return {"loss_sum": float(lm_loss(model, batch)) * tokens, "tokens": tokens}
 
     def finalize_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["loss_sum"] / max(sums["tokens"], 1.0)

@@ -24,10 +24,9 @@ from typing import Any
 import torch
 
 from lmforge.checkpoint.state import list_checkpoints, unwrap
-from lmforge.config import RunConfig, config_to_dict, save_config
+from lmforge.config import RunConfig, config_to_dict, head_for_objective, save_config
 from lmforge.errors import ConfigError, DataError, UsageError
-from lmforge.models import build_model
-from lmforge.tasks import build_task
+from lmforge.tasks import build_model, build_task
 from lmforge.training.logging import METRICS_FILE, TB_DIR, plot_runs
 from lmforge.training.trainer import Trainer, TrainResult, resolve_device, seed_everything
 
@@ -218,7 +217,7 @@ def train_run(
     train_batches, make_val = _batch_sources(cfg, setup.data_dir, tokenizer, rank, world_size)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model, head_for_objective(cfg.objective)).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     trained = torch.compile(model) if cfg.train.compile else model
     task = build_task(cfg.objective, chars_per_token=1.0 if getattr(tokenizer, "kind", None) == "char" else None)

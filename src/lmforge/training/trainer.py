@@ -55,13 +55,62 @@ class TrainingDivergedError(LmforgeError):
 
 
 @dataclass
+class Monitor:
+    """Keeps the best evaluation by one metric, and stops training after `patience` evaluations without a better one.
+
+    Args:
+        metric: a key of the evaluation rows (e.g. "accuracy", "loss").
+        mode: "max" when higher is better, "min" when lower is.
+        patience: evaluations without improvement before the run stops (0: never stop early).
+        on_best: called with the model and the row whenever a new best is reached (e.g. export it).
+    """
+
+    metric: str
+    mode: str = "max"
+    patience: int = 0
+    on_best: Callable[[nn.Module, dict[str, Any]], None] | None = None
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+
+    def update(self, model: nn.Module, row: dict[str, Any]) -> bool:
+        """Record an evaluation row; True when it is the best so far."""
+        if self.metric not in row:
+            raise LmforgeError(
+                f"the monitored metric {self.metric!r} is not among the evaluation metrics "
+                f"{sorted(k for k in row if k not in ('step', 'split', 'tokens', 'elapsed_s'))}"
+            )
+        value = float(row[self.metric])
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better:
+            self.best, self.best_step, self.bad_evals = value, int(row["step"]), 0
+            if self.on_best is not None:
+                self.on_best(model, row)
+        else:
+            self.bad_evals += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_evals >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_step = state.get("best"), state.get("best_step")
+        self.bad_evals = int(state.get("bad_evals", 0))
+
+
+@dataclass
 class TrainResult:
     """What `Trainer.fit` did in this call."""
 
     losses: list[float]  # training loss of every step run in this call
     start_step: int  # steps already done when this call began (0, or the resumed checkpoint's step)
     step: int  # steps done when it returned
-    status: str  # "completed", "stopped" (stop_after reached) or "interrupted" (SIGINT/SIGTERM)
+    # "completed", "stopped" (stop_after reached), "interrupted" (SIGINT/SIGTERM) or "early-stopped" (Monitor)
+    status: str
     tokens: int  # training tokens seen by all ranks since step 0
     wall_s: float  # seconds spent in this call
     val: list[dict[str, Any]] = field(default_factory=list)  # every evaluation row of this call
@@ -134,6 +183,9 @@ class Trainer:
         make_val_batches: returns a fresh validation stream, so each evaluation sees the same batches.
         run_dir: metrics.jsonl, TensorBoard events and checkpoints/ go here (None: nothing is written).
         flops_per_token: training FLOPs per token, for the MFU estimate (None: MFU is not shown).
+        evaluator: computes the validation metrics itself (fine-tuning: over the whole validation set, from
+            collected predictions); without it, `task.eval_sums` runs over `cfg.eval_batches` batches.
+        monitor: keeps the best evaluation and stops early (see Monitor); its state is checkpointed.
     """
 
     def __init__(
@@ -149,6 +201,8 @@ class Trainer:
         flops_per_token: float | None = None,
         progress: bool = True,
         tensorboard: bool = True,
+        evaluator: Callable[[nn.Module], dict[str, Any]] | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.device = next(model.parameters()).device
         if cfg.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -159,6 +213,8 @@ class Trainer:
         self.task = task
         self.train_batches = train_batches
         self.make_val_batches = make_val_batches
+        self.evaluator = evaluator
+        self.monitor = monitor
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
@@ -236,15 +292,23 @@ class Trainer:
                     bar.update(1)
 
                 last = self.step == cfg.max_steps
+                early_stop = False
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     row = self.evaluate()
                     if row:
                         val_rows.append(row)
+                        if self.monitor is not None:
+                            self.monitor.update(self.model, row)
+                            early_stop = self.monitor.should_stop and not last
                 stopping = self._stop.signal is not None or (stop_after is not None and self.step >= stop_after)
+                stopping = stopping or early_stop
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last or stopping:
                     self.save()
                 if stopping and not last:
-                    status = "interrupted" if self._stop.signal is not None else "stopped"
+                    if early_stop:
+                        status = "early-stopped"
+                    else:
+                        status = "interrupted" if self._stop.signal is not None else "stopped"
                     break
         if bar is not None:
             bar.close()
@@ -264,21 +328,30 @@ class Trainer:
     # -- pieces ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any] | None:
-        """Metrics of the task over `cfg.eval_batches` validation batches; logged with "split": "val"."""
-        if self.make_val_batches is None:
-            return None
-        source = self.make_val_batches()
-        sums: dict[str, float] = {}
-        self.model.eval()
-        try:
-            for _ in range(self.cfg.eval_batches):
-                batch = self._to_device(source.next_batch())
+        """Metrics of the task over `cfg.eval_batches` validation batches (or the evaluator's); "split": "val"."""
+        if self.evaluator is not None:
+            self.model.eval()
+            try:
                 with autocast(self.cfg.precision, self.device.type):
-                    for k, v in self.task.eval_sums(self.model, batch).items():
-                        sums[k] = sums.get(k, 0.0) + v
-        finally:
-            self.model.train()
-        row = {"step": self.step, "split": "val", "tokens": self.tokens, **self.task.finalize_metrics(sums)}
+                    metrics = self.evaluator(self.model)
+            finally:
+                self.model.train()
+        elif self.make_val_batches is None:
+            return None
+        else:
+            source = self.make_val_batches()
+            sums: dict[str, float] = {}
+            self.model.eval()
+            try:
+                for _ in range(self.cfg.eval_batches):
+                    batch = self._to_device(source.next_batch())
+                    with autocast(self.cfg.precision, self.device.type):
+                        for k, v in self.task.eval_sums(self.model, batch).items():
+                            sums[k] = sums.get(k, 0.0) + v
+            finally:
+                self.model.train()
+            metrics = self.task.finalize_metrics(sums)
+        row = {"step": self.step, "split": "val", "tokens": self.tokens, **metrics}
         if self._fit_start is not None:
             row["elapsed_s"] = round(time.perf_counter() - self._fit_start, 3)
         self._log(row)
@@ -294,7 +367,7 @@ class Trainer:
             optimizer=self.optimizer,
             sampler=self.train_batches.state_dict(),
             scheduler={"schedule": self.cfg.schedule, "max_steps": self.cfg.max_steps, "lr": self.cfg.lr},
-            counters={"tokens": self.tokens},
+            counters={"tokens": self.tokens, **({"monitor": self.monitor.state_dict()} if self.monitor else {})},
         )
         self.last_checkpoint = save_checkpoint(self.run_dir, state, keep=self.cfg.keep_checkpoints)
         return self.last_checkpoint
@@ -307,6 +380,8 @@ class Trainer:
             return  # nothing saved yet: start from step 0
         self.step = loaded.step
         self.tokens = int(loaded.counters.get("tokens", 0))
+        if self.monitor is not None:
+            self.monitor.load_state_dict(loaded.counters.get("monitor") or {})
         self.train_batches.load_state_dict(loaded.sampler)
         self.last_checkpoint = loaded.path
         if self.logger:
