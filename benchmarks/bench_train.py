@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge.config import ModelConfig, TrainConfig  # noqa: E402
-from lmforge.tasks import build_model  # noqa: E402
 from lmforge.planning.params import summarize  # noqa: E402
+from lmforge.tasks import build_model  # noqa: E402
 from lmforge.tasks.clm import CLMTask  # noqa: E402
 from lmforge.tasks.mlm import MLMTask  # noqa: E402
 from lmforge.training.optim import build_optimizer  # noqa: E402

@@ -7,8 +7,8 @@ import json
 from dataclasses import asdict
 
 from lmforge.config import (
-    LEGACY_HEAD_KEYS,
     GPT3_PAPER_PARAMS,
+    LEGACY_HEAD_KEYS,
     PRESETS,
     ModelConfig,
     config_to_dict,

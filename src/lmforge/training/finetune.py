@@ -63,7 +63,8 @@ class SupervisedTask:
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, float]:
-        return {"loss_sum": float(self.loss(model, batch)) * batch["input_ids"].shape[0], "n": batch["input_ids"].shape[0]}
+        n = batch["input_ids"].shape[0]
+        return {"loss_sum": float(self.loss(model, batch)) * n, "n": n}
 
     def finalize_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         return {"loss": sums["loss_sum"] / max(sums["n"], 1.0)}
@@ -292,7 +293,8 @@ def finetune(
         monitor=monitor,
     )
     result = trainer.fit(resume=resume, stop_after=stop_after)
-    best_row = json.loads((run_dir / BEST / "metrics.json").read_text()) if (run_dir / BEST / CONFIG).is_file() else None
+    best_file = run_dir / BEST / "metrics.json"
+    best_row = json.loads(best_file.read_text()) if (run_dir / BEST / CONFIG).is_file() else None
     test_row = None
     if result.status in ("completed", "early-stopped") and best_row is not None:
         for name in (CONFIG, WEIGHTS):  # the best weights are the run's model
@@ -306,7 +308,8 @@ def finetune(
             records = predict(
                 best, test_enc, pad_id=pad_id, label_names=files.label_names, tokenizer=tokenizer, data=files.test
             )
-            test_row = {"step": result.step, "split": "test", **task_metrics(test_enc, files.test, records, files.label_names)}
+            metrics = task_metrics(test_enc, files.test, records, files.label_names)
+            test_row = {"step": result.step, "split": "test", **metrics}
             with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(test_row) + "\n")
         write_json_atomic(run_dir / "results.json", {"best_val": best_row, "test": test_row, "data": report})
