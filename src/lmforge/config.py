@@ -486,6 +486,8 @@ class FinetuneConfig:
     class_weights: Literal["none", "balanced"] = "none"  # balanced: n / (k * count) per class (sklearn's formula)
     monitor: str = ""  # validation metric for the best checkpoint and early stopping; "" = the task's default
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never stop early
+    # text-to-text validation: tokens generated per example (greedy); 0 = the longest training target
+    max_new_tokens: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)  # resolved from model_path at start
     head: HeadConfig = field(default_factory=HeadConfig)  # resolved from the task and the labels at start
 
@@ -495,6 +497,8 @@ class FinetuneConfig:
             problems.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.patience < 0:
             problems.append(f"patience={self.patience} must be >= 0 (0: no early stopping)")
+        if self.max_new_tokens < 0:
+            problems.append(f"max_new_tokens={self.max_new_tokens} must be >= 0 (0: the longest training target)")
         if self.freeze_encoder and self.lora.rank:
             problems.append("freeze_encoder and lora.rank > 0 both limit what trains; choose one")
         if problems:

@@ -371,7 +371,11 @@ def load_backbone(
     model.tie_weights()
     reused = sorted(k for k in take if k.startswith("head.") and k != tied)
     new = sorted(k for k in own if k.startswith("head.") and k not in take and k != tied)
-    dropped = sorted(k for k in state if k not in take and k != tied)
+    # the source's tied decoder is the token embedding under another name: kept, not dropped
+    src_tied = (
+        {"lm": "head.proj.weight", "mlm": "head.decoder.weight"}.get(src.head.kind) if src.cfg.tie_embeddings else None
+    )
+    dropped = sorted(k for k in state if k not in take and k not in (tied, src_tied))
     return BackboneLoad(model.to(device).train(), src, new, reused, dropped)
 
 
@@ -425,3 +429,17 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
             shutil.copyfile(src / name, dst / name)
             copied.append(name)
     return copied
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temp file in the same directory, fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -82,6 +82,7 @@ def read_task_file(
     header: bool | None = None,
     max_rows: int | None = None,
     allow_unseen_labels: bool = False,
+    require_labels: bool = True,
 ) -> TaskData:
     """Read one task file.
 
@@ -99,6 +100,7 @@ def read_task_file(
             an index that the first row does not contain as a name.
         allow_unseen_labels: classification with `label_names`: a label outside them becomes id -1 (evaluation
             counts them) instead of an error.
+        require_labels: False reads the texts only (prediction); labels are placeholders (0, 0.0 or "").
     """
     path = Path(path)
     if task not in TASKS:
@@ -114,10 +116,12 @@ def read_task_file(
         raise DataError(
             f"{path}: name the text column (--text-column); the columns are {_columns_of(path, delimiter, header)}"
         )
-    if label_column is None:
+    if label_column is None and require_labels:
         raise DataError(
             f"{path}: name the label column (--label-column); the columns are {_columns_of(path, delimiter, header)}"
         )
+    if not require_labels:
+        label_column = None
     wanted = [c for c in (text_column, text_pair_column, label_column) if c is not None]
     if suffix in (".jsonl", ".json"):
         rows = _jsonl_rows(path, wanted, max_rows)
@@ -131,6 +135,9 @@ def read_task_file(
         return _token_task_from_lists(path, raw_texts, [(line, r[label_column]) for line, r in rows], label_names, cols)
     texts = [_as_text(r[text_column]) for _, r in rows]
     pairs = [_as_text(r[text_pair_column]) for _, r in rows] if text_pair_column is not None else None
+    if label_column is None:  # prediction: texts only
+        placeholder = {"classification": 0, "regression": 0.0}.get(task, "")
+        return TaskData(task, path, texts, [placeholder] * len(texts), pairs, label_names, cols)
     raw_labels = [(line, r[label_column]) for line, r in rows]
     _check_no_missing(path, label_column, raw_labels)
     if task == "regression":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from lmforge.data.finetune import Encoded, iterate_in_order
 from lmforge.data.tasks import TaskData
+from lmforge.errors import DataError, UsageError
 from lmforge.evaluation.metrics import classification_metrics, entity_metrics, regression_metrics, text_metrics
 
 
@@ -119,19 +121,20 @@ def _generate_all(
     order = sorted(range(len(encoded)), key=lambda i: -encoded.examples[i]["prompt_len"])
     records: list[dict[str, Any] | None] = [None] * len(encoded)
     ctx = model.cfg.max_seq_len
+    max_new = min(settings.max_new_tokens, ctx - 1)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         prompts = []
         for i in chunk:
             ex = encoded.examples[i]
             prompt = ex["input_ids"][: ex["prompt_len"]]
-            if len(prompt) + settings.max_new_tokens > ctx:  # keep the prompt's end, next to where the answer goes
-                prompt = prompt[-(ctx - settings.max_new_tokens) :]
+            if len(prompt) + max_new > ctx:  # keep the prompt's end, next to where the answer goes
+                prompt = prompt[-(ctx - max_new) :]
             prompts.append(prompt)
         new = generate(
             model,
             prompts,
-            max_new_tokens=settings.max_new_tokens,
+            max_new_tokens=max_new,
             num_beams=settings.num_beams,
             eos_token_id=eos,
             pad_token_id=eos if eos is not None else 0,
@@ -162,3 +165,169 @@ def task_metrics(
         pred = [[str(t) for t in r["tags"]] for r in records]
         return entity_metrics(gold, pred)
     return text_metrics([r["text"] for r in records], [data.labels[row] for row in rows])
+
+
+# --- files in, metrics or records out (what `lmforge evaluate` and `lmforge predict` call) ---------------------
+HEAD_TASKS = {"sequence": ("classification", "regression"), "token": ("token-classification",), "lm": ("text-to-text",)}
+
+
+@dataclass
+class TaskSettings:
+    """What a fine-tuned run directory says about its task (config.yaml), with the caller's flags on top."""
+
+    task: str
+    text_column: str | None
+    text_pair_column: str | None
+    label_column: str | None
+    max_length: int
+    template: str
+
+
+def task_settings(
+    model_path: str | Path,
+    model: nn.Module,
+    task: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    max_length: int | None = None,
+    template: str | None = None,
+) -> TaskSettings:
+    """The task and columns for `model`: the flags given, else the fine-tuning run's config.yaml, else defaults."""
+    saved: dict[str, Any] = {}
+    cfg_file = Path(model_path) / "config.yaml"
+    if cfg_file.is_file():
+        import yaml
+
+        raw = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+        if isinstance(raw, dict) and "task" in raw:
+            saved = {"task": raw["task"], **(raw.get("data") or {})}
+    kind = model.head_cfg.kind
+    fits = HEAD_TASKS.get(kind, ())
+    if task is None:
+        task = saved.get("task") or (
+            "regression" if kind == "sequence" and model.head_cfg.num_labels == 1 else (fits[0] if fits else None)
+        )
+    if task is None:
+        raise UsageError(f"{model_path}: a model with a {kind!r} head has no task to evaluate; pass --task")
+    if task != "lm" and task not in fits:
+        raise UsageError(
+            f"--task {task}: {model_path} has a {kind!r} head, which fits "
+            f"{', '.join(fits) or 'no fine-tuning task'}" + ("; language models take --task lm" if kind == "lm" else "")
+        )
+    if task == "regression" and model.head_cfg.num_labels != 1:
+        raise UsageError(f"--task regression: {model_path} is a {model.head_cfg.num_labels}-class classifier")
+    if task == "classification" and model.head_cfg.num_labels == 1:
+        raise UsageError(f"--task classification: {model_path} has one output (a regression head)")
+    pick = lambda given, key: given if given is not None else saved.get(key)  # noqa: E731
+    length = max_length or saved.get("max_length") or min(128 if task != "text-to-text" else 256, model.cfg.max_seq_len)
+    return TaskSettings(
+        task,
+        pick(text_column, "text_column"),
+        pick(text_pair_column, "text_pair_column"),
+        pick(label_column, "label_column"),
+        min(int(length), model.cfg.max_seq_len),
+        pick(template, "template") or "default",
+    )
+
+
+def read_inputs(path: str | Path, settings: TaskSettings, label_names: list[str] | None, with_labels: bool) -> TaskData:
+    """The rows of `path` for `settings.task`; without labels (predict), a label column is not needed."""
+    from lmforge.data.tasks import read_task_file
+
+    s = settings
+    cols = {"text_column": s.text_column, "text_pair_column": s.text_pair_column}
+    if with_labels or s.label_column is not None and _has_column(path, s.label_column):
+        return read_task_file(
+            path, s.task, label_column=s.label_column, label_names=label_names, allow_unseen_labels=True, **cols
+        )
+    if s.task == "token-classification":
+        data = read_task_file(path, s.task, s.text_column, s.text_column, label_names=None)  # tokens only
+        return TaskData(s.task, data.path, data.texts, [[0] * len(w) for w in data.texts], None, label_names)
+    if s.task == "text-to-text" and Path(path).suffix.lower() not in (".csv", ".tsv", ".jsonl", ".json"):
+        from lmforge.data.reading import decode_utf8  # one source per line
+
+        lines = decode_utf8(Path(path).read_bytes())[0].splitlines()
+        return TaskData(s.task, Path(path), lines, [""] * len(lines))
+    return read_task_file(path, s.task, require_labels=False, label_names=label_names, **cols)
+
+
+def _has_column(path: str | Path, column: str) -> bool:
+    from lmforge.data.tasks import _columns_of
+
+    try:
+        return column in _columns_of(Path(path), None, None) or column.isdigit()
+    except DataError:  # a file we cannot read columns from: the reader names the problem
+        return True
+
+
+def encode_for_prediction(data: TaskData, tokenizer: Any, settings: TaskSettings) -> Encoded:
+    """Encoded examples of `data`; text-to-text rows become bare prompts (their targets may be empty)."""
+    from lmforge.data.finetune import TEMPLATES, PromptTemplate, encode_examples, encode_prompt
+
+    if settings.task != "text-to-text":
+        return encode_examples(data, tokenizer, settings.max_length)
+    template = PromptTemplate(TEMPLATES.get(settings.template, settings.template))
+    out = Encoded("text-to-text")
+    for row, source in enumerate(data.texts):
+        if not str(source).strip():
+            out.skipped_empty += 1
+            continue
+        ids = encode_prompt(tokenizer, source, template)
+        if len(ids) > settings.max_length:
+            out.truncated += 1
+            keep = max(1, len(tokenizer.encode(source)) - (len(ids) - settings.max_length))
+            ids = encode_prompt(tokenizer, source, template, keep)
+        out.add(row, {"input_ids": ids, "labels": [-100] * len(ids), "prompt_len": len(ids)})
+    return out
+
+
+@torch.no_grad()
+def language_model_eval(
+    model: nn.Module, tokenizer: Any, path: str | Path, batch_size: int = 8, progress: Any = None
+) -> dict[str, float]:
+    """Perplexity and bits per character of a decoder on a text file.
+
+    The file's tokens are cut into consecutive windows of model.max_seq_len + 1 (inputs and next-token labels);
+    every token after the first is predicted once, from at most a window of context (no overlap, as nanoGPT's
+    and lm-eval's rolling loglikelihood without stride). Bits per character divide by the file's characters.
+    """
+    from lmforge.data.reading import decode_utf8
+    from lmforge.evaluation.metrics import language_model_metrics
+
+    if model.cfg.family == "bert":
+        raise UsageError(
+            "--task lm computes a decoder's perplexity; a BERT model's masked-LM loss is what `lmforge pretrain` "
+            "reports on its validation split"
+        )
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    text, _ = decode_utf8(p.read_bytes())
+    ids = tokenizer.encode(text)
+    if len(ids) < 2:
+        raise DataError(f"{p}: {len(ids)} tokens; perplexity needs at least 2")
+    T = model.cfg.max_seq_len
+    device = next(model.parameters()).device
+    windows = [ids[i : i + T + 1] for i in range(0, len(ids) - 1, T)]
+    loss_sum, tokens = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start : start + batch_size]
+            width = max(len(w) for w in chunk) - 1
+            x = torch.zeros(len(chunk), width, dtype=torch.long)
+            y = torch.full((len(chunk), width), -100, dtype=torch.long)
+            for r, w in enumerate(chunk):
+                x[r, : len(w) - 1] = torch.tensor(w[:-1])
+                y[r, : len(w) - 1] = torch.tensor(w[1:])
+            n = int((y != -100).sum())
+            out = model(x.to(device), labels=y.to(device))
+            loss_sum += float(out.loss) * n
+            tokens += n
+            if progress is not None:
+                progress.update(len(chunk))
+    finally:
+        model.train(was_training)
+    return language_model_metrics(loss_sum, tokens, len(text))

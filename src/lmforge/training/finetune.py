@@ -212,7 +212,7 @@ def finetune(
     stop_after: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune `cfg.model_path` on `cfg.task` into `run_dir`; see the module docstring for the steps."""
-    from lmforge.evaluation.tasks import predict, task_metrics
+    from lmforge.evaluation.tasks import GenerationSettings, predict, task_metrics
     from lmforge.tokenizers import load_tokenizer
 
     run_dir = Path(run_dir)
@@ -267,10 +267,17 @@ def finetune(
     n_params = sum(p.numel() for p in model.parameters())
 
     val_enc = files.encoded["validation"]
+    generation = GenerationSettings(max_new_tokens=cfg.max_new_tokens or _longest_target(files.encoded["train"]))
 
     def evaluator(m: nn.Module) -> dict[str, Any]:
         records = predict(
-            m, val_enc, pad_id=pad_id, label_names=files.label_names, tokenizer=tokenizer, data=files.validation
+            m,
+            val_enc,
+            pad_id=pad_id,
+            label_names=files.label_names,
+            tokenizer=tokenizer,
+            data=files.validation,
+            generation=generation,
         )
         return task_metrics(val_enc, files.validation, records, files.label_names)
 
@@ -306,7 +313,13 @@ def finetune(
             best = load_model(run_dir, device=device)
             test_enc = files.encoded["test"]
             records = predict(
-                best, test_enc, pad_id=pad_id, label_names=files.label_names, tokenizer=tokenizer, data=files.test
+                best,
+                test_enc,
+                pad_id=pad_id,
+                label_names=files.label_names,
+                tokenizer=tokenizer,
+                data=files.test,
+                generation=generation,
             )
             metrics = task_metrics(test_enc, files.test, records, files.label_names)
             test_row = {"step": result.step, "split": "test", **metrics}
@@ -315,6 +328,13 @@ def finetune(
         write_json_atomic(run_dir / "results.json", {"best_val": best_row, "test": test_row, "data": report})
         plot_runs([run_dir], run_dir / "loss.png")
     return FinetuneResult(run_dir, cfg, result, best_row, test_row, load, report, trainable, n_params)
+
+
+def _longest_target(encoded: Encoded) -> int:
+    """Target tokens (EOS included) of the longest training example: enough to generate any answer seen."""
+    if encoded.task != "text-to-text":
+        return 1
+    return max(sum(1 for y in ex["labels"] if y != -100) for ex in encoded.examples)
 
 
 def _report_line(report: dict[str, Any]) -> str:
