@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -24,7 +25,7 @@ import yaml
 from lmforge.errors import ConfigError
 
 Family = Literal["gpt1", "gpt2", "bert", "modern"]
-HeadKind = Literal["none", "lm", "mlm", "sequence", "token"]
+HeadKind = Literal["none", "lm", "mlm", "sequence", "token", "cosine"]
 AttentionKind = Literal["dense", "banded"]
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
 
@@ -123,16 +124,20 @@ class HeadConfig:
     """The task head put on a backbone (tasks/heads.py); the backbone itself only maps ids to hidden states."""
 
     # lm: next-token logits (decoders); mlm: masked-token logits (BERT); sequence: one output per input
-    # (classification, or regression with num_labels=1); token: one output per token (NER); none: hidden states
+    # (classification, or regression with num_labels=1); token: one output per token (NER); cosine: the
+    # cosine of two mean-pooled sentences, times `scale` (a bi-encoder for similarity); none: hidden states
     kind: HeadKind = "lm"
     num_labels: int = 2  # outputs of a sequence/token head (1 = regression)
     # decoder sequence head given no attention_mask: the last token that is not this id is the summary
     # (as transformers' GPT2ForSequenceClassification, which needs it in its config.json)
     pad_token_id: int | None = None
+    scale: float = 1.0  # cosine head: predictions are scale * cos (e.g. 5 for STS-B's 0-5 scores)
 
     def __post_init__(self) -> None:
         if self.num_labels < 1:
             raise ConfigError(f"head.num_labels={self.num_labels} must be >= 1")
+        if not self.scale > 0:
+            raise ConfigError(f"head.scale={self.scale} must be > 0")
 
     def check_fits(self, model: ModelConfig) -> None:
         """Raise a ConfigError when this head cannot sit on `model`'s family."""
@@ -484,6 +489,10 @@ class FinetuneConfig:
     warmup_ratio: float = 0.06  # warmup over this share of all steps, when train.warmup_steps is 0
     freeze_encoder: bool = False  # train the head only (a linear probe)
     class_weights: Literal["none", "balanced"] = "none"  # balanced: n / (k * count) per class (sklearn's formula)
+    # regression over sentence pairs: cross = one sequence "[CLS] a [SEP] b [SEP]" and a scalar head; bi = each
+    # sentence encoded alone, mean-pooled, cosine similarity trained with MSE against score / max score
+    # (a bi-encoder, as sentence-transformers trains STS-B; its embeddings also serve retrieval)
+    pair_encoding: Literal["cross", "bi"] = "cross"
     monitor: str = ""  # validation metric for the best checkpoint and early stopping; "" = the task's default
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never stop early
     # text-to-text validation: tokens generated per example (greedy); 0 = the longest training target
@@ -499,6 +508,8 @@ class FinetuneConfig:
             problems.append(f"patience={self.patience} must be >= 0 (0: no early stopping)")
         if self.max_new_tokens < 0:
             problems.append(f"max_new_tokens={self.max_new_tokens} must be >= 0 (0: the longest training target)")
+        if self.pair_encoding == "bi" and self.task != "regression":
+            problems.append(f"pair_encoding='bi' is a regression model (cosine similarity), not {self.task}")
         if self.freeze_encoder and self.lora.rank:
             problems.append("freeze_encoder and lora.rank > 0 both limit what trains; choose one")
         if problems:
@@ -567,9 +578,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}={value!r} is not a number")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}={value!r} is not a number") from None
+        if not math.isfinite(number):  # NaN slips through every range check (nan < 0 is False)
+            raise ConfigError(f"{where}={value!r} is not a finite number")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{where}={value!r} is not a string")

@@ -4,6 +4,7 @@ learns in seconds) and, for the slow tests, on the real sets in ../shared/data w
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -98,7 +99,7 @@ def test_classification_learns_and_keeps_the_best_checkpoint(sentiment_run: Path
     assert results["best_val"]["accuracy"] >= 0.95
     assert results["test"]["accuracy"] == results["best_val"]["accuracy"]  # the same file, the best weights
     meta = json.loads((sentiment_run / "config.json").read_text())
-    assert meta["head"] == {"kind": "sequence", "num_labels": 2, "pad_token_id": None}
+    assert meta["head"] == {"kind": "sequence", "num_labels": 2, "pad_token_id": None, "scale": 1.0}
     assert meta["labels"] == ["neg", "pos"]  # string labels, kept in the run directory
     assert (sentiment_run / "best" / "model.safetensors").read_bytes() == (
         sentiment_run / "model.safetensors"
@@ -182,6 +183,43 @@ def test_regression_learns_a_score(tiny_bert: Path, tmp_path: Path) -> None:
     from scipy.stats import spearmanr
 
     assert spearmanr(scores, gold).statistic == pytest.approx(s["val"]["spearman"], abs=1e-6)
+
+
+def test_bi_encoder_regression_learns_similarity_and_exports_a_bert_model(tiny_bert: Path, tmp_path: Path) -> None:
+    rng = random.Random(4)
+
+    def rows(n: int) -> list[dict[str, object]]:
+        out = []
+        for _ in range(n):
+            same = rng.random() < 0.5
+            a = sentence(rng, True)
+            b = sentence(rng, same)  # the same sentiment word family: similar (5), the other: dissimilar (0)
+            out.append({"a": a, "b": b, "score": 5.0 if same else 0.0})
+        return out
+
+    train, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    train.write_text("".join(json.dumps(x) + "\n" for x in rows(300)))
+    dev.write_text("".join(json.dumps(x) + "\n" for x in rows(60)))
+    run = tmp_path / "bi"
+    r = lmforge(
+        "finetune", "--task", "regression", "--pair_encoding", "bi", "--model", str(tiny_bert), "--train",
+        str(train), "--validation", str(dev), "--text-column", "a", "--text-pair-column", "b", "--label-column",
+        "score", "--out", str(run), "--train.epochs", "4", *FAST, "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["val"]["spearman"] > 0.8
+    assert json.loads((run / "config.json").read_text())["head"]["kind"] == "cosine"
+    ev = lmforge("evaluate", str(run), "--data", str(dev), "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["spearman"] == pytest.approx(s["val"]["spearman"], abs=1e-9)
+    transformers = pytest.importorskip("transformers")
+    assert lmforge("convert", "to-hf", str(run), str(tmp_path / "hf")).returncode == 0
+    hf = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    ours = load_model(run)
+    ids = torch.randint(5, ours.cfg.vocab_size, (2, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).last_hidden_state, hf(ids).last_hidden_state)
 
 
 def conll(path: Path, rng: random.Random, n: int) -> Path:
@@ -408,3 +446,29 @@ def test_old_flat_checkpoints_still_load(tmp_path: Path) -> None:
     ids = torch.randint(0, 97, (2, 5))
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model.eval()(ids).logits, rtol=0, atol=0)
+
+
+def test_evaluate_lm_perplexity_and_bits_per_char(tiny_gpt: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    text = "abc => def\n" * 20  # 220 characters, one token each (a character tokenizer)
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8")
+    r = lmforge("evaluate", str(tiny_gpt), "--task", "lm", "--data", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    model = load_model(tiny_gpt)
+    from lmforge.tokenizers import load_tokenizer
+
+    ids = torch.tensor(load_tokenizer(tiny_gpt).encode(text))
+    T = model.cfg.max_seq_len  # windows of 64 inputs, each predicting its next token; the last is shorter
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, T):
+            window = ids[start : start + T + 1]
+            logits = model(window[None, :-1]).logits[0]
+            total += float(torch.nn.functional.cross_entropy(logits, window[1:], reduction="sum"))
+            n += len(window) - 1
+    assert n == 219
+    assert m["perplexity"] == pytest.approx(math.exp(total / n), rel=1e-5)
+    assert m["bits_per_char"] == pytest.approx(total / math.log(2) / len(text), rel=1e-5)
+    bert = lmforge("evaluate", str(tiny_bert), "--task", "lm", "--data", str(path))
+    assert bert.returncode == 2 and "perplexity" in bert.stderr and "Traceback" not in bert.stderr

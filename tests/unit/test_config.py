@@ -166,3 +166,25 @@ def test_every_preset_builds_on_meta() -> None:
     for name in PRESETS:
         s = summarize(model_config_from_preset(name))
         assert s.n_params > 0 and s.train_flops_per_token == 3 * s.forward_flops_per_token
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_float_fields_refuse_non_finite_values(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"train.lr={value!r} is not a finite number"):
+        load_config(None, ["--train.lr", value])
+
+
+def test_head_flag_moved_out_of_the_model_section() -> None:
+    with pytest.raises(ConfigError, match=r"--model.head is now --head.kind"):
+        load_config(None, ["--model.head", "none"])
+
+
+def test_pretraining_refuses_epochs_and_finetuning_keeps_its_defaults_under_overrides() -> None:
+    from lmforge.config import FinetuneConfig
+
+    with pytest.raises(ConfigError, match=r"train.epochs=2 applies to `lmforge finetune`"):
+        load_config(None, ["--train.epochs", "2"])
+    cfg = load_config(None, ["--task", "regression", "--train.lr", "5e-5"], cls=FinetuneConfig)
+    train = cfg.train
+    assert (train.lr, train.batch_size, train.schedule, train.weight_decay) == (5e-5, 32, "linear", 0.01)
+    assert cfg.monitor_metric == "spearman"

@@ -164,3 +164,18 @@ def test_other_bad_inputs(tmp_path: Path) -> None:
     binary.write_bytes(b"\x00\x01\x02text,label")
     with pytest.raises(DataError, match=r"b\.csv: looks like a binary file"):
         read_task_file(binary, "classification", "text", "label")
+
+
+def test_parquet_task_files_read_by_column_name(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from lmforge.data.tasks import read_task_file
+
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"text": ["good film", "bad film", "fine"], "label": ["pos", "neg", "pos"]}), path)
+    data = read_task_file(path, "classification", "text", "label")
+    assert data.texts == ["good film", "bad film", "fine"] and data.labels == [1, 0, 1]
+    assert data.label_names == ["neg", "pos"]
+    with pytest.raises(DataError, match=r"no column 'sentence'; the columns are \['text', 'label'\]"):
+        read_task_file(path, "classification", "sentence", "label")

@@ -267,3 +267,19 @@ def test_head_that_does_not_fit_the_family_is_a_config_error() -> None:
         build_model(tiny("bert"), "lm")
     with pytest.raises(ConfigError, match="head 'mlm' needs family='bert'"):
         build_model(tiny("gpt2"), "mlm")
+
+
+def test_cosine_head_compares_the_two_halves_of_the_batch() -> None:
+    torch.manual_seed(0)
+    m = build_model(tiny("bert"), HeadConfig(kind="cosine", num_labels=1, scale=5.0)).eval()
+    a, b = torch.randint(5, V, (3, 6)), torch.randint(5, V, (3, 4))
+    b = torch.cat([b, torch.zeros(3, 2, dtype=torch.long)], 1)  # padded: the mask must keep pads out of the mean
+    mask = torch.cat([torch.ones(3, 6), torch.cat([torch.ones(3, 4), torch.zeros(3, 2)], 1)]).long()
+    y = torch.tensor([5.0, 0.0, 2.5])
+    out = m(torch.cat([a, b]), attention_mask=mask, labels=y)
+    ha = m.backbone(a).last_hidden_state.mean(1)
+    hb = m.backbone(b[:, :4]).last_hidden_state.mean(1)
+    cos = torch.nn.functional.cosine_similarity(ha, hb)
+    torch.testing.assert_close(out.logits.squeeze(-1), 5 * cos, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.loss, ((cos - y / 5) ** 2).mean(), rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in m.head.parameters())  # the pooler only rides along for the export

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lmforge.config import DataConfig
@@ -47,7 +47,10 @@ def test_bpe_roundtrips_any_unicode(bpe: Tokenizer, text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(min_size=1, max_size=100))
 def test_char_roundtrips_text_it_was_trained_on(text: str) -> None:
+    # a literal special-token string in the text encodes as that one special token (as `tokenizers` does for
+    # added tokens); that is a property of special tokens, not of the character model
     tok = train_tokenizer("char", [text], vocab_size=0)
+    assume(not any(tok.id_to_token(i) in text for i in tok.special_ids))
     ids = tok.encode(text)
     assert len(ids) == len(text)  # one id per code point
     assert tok.decode(ids) == text

@@ -396,6 +396,8 @@ def export_hf(model: TaskModel, out_dir: str | Path, tokenizer: Any = None, labe
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg, head = model.cfg, model.head_cfg
+    if head.kind == "cosine":  # a bi-encoder's head has no weights (only BERT's unused pooler): a bare base model
+        head = HeadConfig(kind="none")
     hf_cfg = hf_config_from_model(cfg, head, labels if labels is not None else model.labels)
     state = to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg, head.kind)
     # tied tensors are written once; transformers re-ties them on load

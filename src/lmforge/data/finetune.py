@@ -221,6 +221,8 @@ def collate(examples: list[dict[str, Any]], pad_id: int, task: str) -> dict[str,
     def pad(key: str, value: int) -> torch.Tensor:
         return torch.tensor([e[key] + [value] * (T - len(e[key])) for e in examples], dtype=torch.long)
 
+    if "pair_ids" in examples[0]:  # a bi-encoder: the B first sentences, then the B second ones, each alone
+        return _collate_pairs_apart(examples, pad_id)
     lengths = torch.tensor([len(e["input_ids"]) for e in examples])
     batch = {"input_ids": pad("input_ids", pad_id), "attention_mask": (torch.arange(T) < lengths[:, None]).long()}
     if "token_type_ids" in examples[0]:
@@ -234,6 +236,40 @@ def collate(examples: list[dict[str, Any]], pad_id: int, task: str) -> dict[str,
     else:
         raise DataError(f"task {task!r} is unknown; use one of {list(TASKS)}")
     return batch
+
+
+def _collate_pairs_apart(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask (2B, T): rows 0..B-1 the first sentences, B..2B-1 the second; labels (B,)."""
+    rows = [e["input_ids"] for e in examples] + [e["pair_ids"] for e in examples]
+    T = max(len(r) for r in rows)
+    lengths = torch.tensor([len(r) for r in rows])
+    return {
+        "input_ids": torch.tensor([r + [pad_id] * (T - len(r)) for r in rows], dtype=torch.long),
+        "attention_mask": (torch.arange(T) < lengths[:, None]).long(),
+        "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.float32),
+    }
+
+
+def encode_pairs_apart(data: TaskData, tokenizer: Any, max_length: int) -> Encoded:
+    """Regression over sentence pairs for a bi-encoder: each sentence encoded alone ([CLS] a [SEP], [CLS] b [SEP]).
+
+    Each example holds input_ids (the first sentence), pair_ids (the second) and a float label; collate stacks
+    the two halves of a batch, and the cosine head (tasks/heads.py) compares them.
+    """
+    if data.text_pairs is None:
+        raise DataError(f"{data.path}: a bi-encoder compares two sentences; name the second with --text-pair-column")
+    out = Encoded(data.task)
+    for row, (text, pair, label) in enumerate(zip(data.texts, data.text_pairs, data.labels)):
+        if not text.strip() or not pair.strip():
+            out.skipped_empty += 1
+            continue
+        a, _ = tokenizer.encode_pair(text, None)
+        b, _ = tokenizer.encode_pair(pair, None)
+        if len(a) > max_length or len(b) > max_length:
+            out.truncated += 1
+            a, b = tokenizer.encode_pair(text, None, max_length)[0], tokenizer.encode_pair(pair, None, max_length)[0]
+        out.add(row, {"input_ids": a, "pair_ids": b, "labels": float(label)})
+    return out
 
 
 class FinetuneBatches(_StepSampler):

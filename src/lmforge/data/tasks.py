@@ -17,15 +17,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmforge.data.reading import decode_utf8, parse_json_object
+from lmforge.data.reading import TABLE_SUFFIXES, decode_utf8, parse_json_object
 from lmforge.errors import DataError
 
 Task = Literal["classification", "regression", "token-classification", "text-to-text"]
 TASKS = ("classification", "regression", "token-classification", "text-to-text")
+TASK_TABLES = TABLE_SUFFIXES | {".json"}  # files with named columns; anything else is CoNLL / parallel text
 
 
 @dataclass
@@ -108,9 +110,9 @@ def read_task_file(
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if task == "text-to-text" and (target_file is not None or suffix not in (".csv", ".tsv", ".jsonl", ".json")):
+    if task == "text-to-text" and (target_file is not None or suffix not in TASK_TABLES):
         return _read_parallel(path, target_file, text_column, label_column, max_rows)
-    if task == "token-classification" and suffix not in (".csv", ".tsv", ".jsonl", ".json"):
+    if task == "token-classification" and suffix not in TASK_TABLES:
         return _read_conll(path, text_column, label_column, label_names, max_rows)
     if text_column is None:
         raise DataError(
@@ -125,6 +127,8 @@ def read_task_file(
     wanted = [c for c in (text_column, text_pair_column, label_column) if c is not None]
     if suffix in (".jsonl", ".json"):
         rows = _jsonl_rows(path, wanted, max_rows)
+    elif suffix == ".parquet":
+        rows = _parquet_rows(path, wanted, max_rows)
     else:
         rows = _table_rows(path, wanted, delimiter, header, max_rows)
     if not rows:
@@ -149,6 +153,8 @@ def read_task_file(
                 raise DataError(
                     f"{path}: line {line}: label {v!r} in column {label_column!r} is not a number"
                 ) from None
+            if not math.isfinite(labels[-1]):
+                raise DataError(f"{path}: line {line}: label {v!r} in column {label_column!r} is not a finite number")
         return TaskData(task, path, texts, labels, pairs, None, cols)
     if task == "text-to-text":
         return TaskData(task, path, texts, [_as_text(v) for _, v in raw_labels], pairs, None, cols)
@@ -230,7 +236,30 @@ def _has_header(first: list[str], wanted: list[str], header: bool | None) -> boo
     return not (all(c.lstrip("-").isdigit() for c in wanted) and not any(c in first for c in wanted))
 
 
+def _parquet_table(path: Path) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - pyarrow is a dependency
+        raise DataError(f"{path}: reading .parquet needs pyarrow (pip install pyarrow)") from e
+    try:
+        return pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise DataError(f"{path}: not a valid parquet file ({e})") from e
+
+
+def _parquet_rows(path: Path, wanted: list[str], max_rows: int | None) -> list[tuple[int, dict[str, Any]]]:
+    table = _parquet_table(path)
+    missing = [c for c in wanted if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r}; the columns are {table.column_names}")
+    columns = {c: table.column(c).to_pylist()[:max_rows] for c in wanted}
+    n = min(len(v) for v in columns.values()) if columns else 0
+    return [(i + 1, {c: columns[c][i] for c in wanted}) for i in range(n)]  # "line" = 1-based row number
+
+
 def _columns_of(path: Path, delimiter: str | None, header: bool | None) -> list[str]:
+    if path.suffix.lower() == ".parquet":
+        return list(_parquet_table(path).column_names)
     if path.suffix.lower() in (".jsonl", ".json"):
         for line in _read_text(path).split("\n"):
             if line.strip():
@@ -260,7 +289,7 @@ def _table_rows(
         if missing:
             raise DataError(
                 f"{path}: no column {missing[0]!r}; the columns are {names} "
-                "(a file without a header row takes 0-based indexes and --no-header)"
+                "(for a file without a header row, give 0-based column indexes)"
             )
         idx = {c: names.index(c) for c in wanted}
         body, first_line = table[1:], 2

@@ -168,7 +168,12 @@ def task_metrics(
 
 
 # --- files in, metrics or records out (what `lmforge evaluate` and `lmforge predict` call) ---------------------
-HEAD_TASKS = {"sequence": ("classification", "regression"), "token": ("token-classification",), "lm": ("text-to-text",)}
+HEAD_TASKS = {
+    "sequence": ("classification", "regression"),
+    "cosine": ("regression",),
+    "token": ("token-classification",),
+    "lm": ("text-to-text",),
+}
 
 
 @dataclass
@@ -176,6 +181,7 @@ class TaskSettings:
     """What a fine-tuned run directory says about its task (config.yaml), with the caller's flags on top."""
 
     task: str
+    pairs_apart: bool  # a bi-encoder (cosine head): each sentence of a pair is encoded alone
     text_column: str | None
     text_pair_column: str | None
     label_column: str | None
@@ -223,6 +229,7 @@ def task_settings(
     length = max_length or saved.get("max_length") or min(128 if task != "text-to-text" else 256, model.cfg.max_seq_len)
     return TaskSettings(
         task,
+        kind == "cosine",
         pick(text_column, "text_column"),
         pick(text_pair_column, "text_pair_column"),
         pick(label_column, "label_column"),
@@ -263,8 +270,10 @@ def _has_column(path: str | Path, column: str) -> bool:
 
 def encode_for_prediction(data: TaskData, tokenizer: Any, settings: TaskSettings) -> Encoded:
     """Encoded examples of `data`; text-to-text rows become bare prompts (their targets may be empty)."""
-    from lmforge.data.finetune import TEMPLATES, PromptTemplate, encode_examples, encode_prompt
+    from lmforge.data.finetune import TEMPLATES, PromptTemplate, encode_examples, encode_pairs_apart, encode_prompt
 
+    if settings.pairs_apart:
+        return encode_pairs_apart(data, tokenizer, settings.max_length)
     if settings.task != "text-to-text":
         return encode_examples(data, tokenizer, settings.max_length)
     template = PromptTemplate(TEMPLATES.get(settings.template, settings.template))

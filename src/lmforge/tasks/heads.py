@@ -4,6 +4,7 @@
     MLMHead       BERT's masked-LM head; runs only on the masked positions when given labels
     SequenceHead  one output vector per input (classification; regression with one output, MSE loss)
     TokenHead     one output vector per token (NER); labels -100 are ignored
+    CosineHead    a bi-encoder: cosine of two mean-pooled sentences (similarity regression), no weights
     PoolerHead    no task: BERT's [CLS] pooler only (Hugging Face's BertModel), nothing for decoders
 
 A head owns its loss so that the loss is computed inside `TaskModel.forward`: DDP then sees every weight
@@ -180,6 +181,33 @@ class TokenHead(nn.Module):
         return HeadOutput(logits=logits, loss=loss)
 
 
+class CosineHead(nn.Module):
+    """A bi-encoder: rows [a_1..a_B, b_1..b_B] of the batch are mean-pooled and compared by cosine similarity.
+
+    Prediction: scale * cos(a_i, b_i); loss: MSE(cos, label / scale), the CosineSimilarityLoss sentence-transformers
+    trains STS-B with (Reimers & Gurevych 2019). BERT's pooler is kept, unused, so an export stays a full BertModel.
+    """
+
+    def __init__(self, cfg: ModelConfig, scale: float) -> None:
+        super().__init__()
+        self.pooler = Pooler(cfg) if cfg.family == "bert" else None
+        if self.pooler is not None:
+            self.pooler.requires_grad_(False)
+        self.scale = scale
+
+    def forward(self, h: Tensor, attention_mask: Tensor | None, labels: Tensor | None, keep_logits: bool) -> HeadOutput:
+        if h.shape[0] % 2:
+            raise ValueError(
+                f"a cosine head needs the batch as two halves (sentences a, then b); got {h.shape[0]} rows"
+            )
+        m = (attention_mask if attention_mask is not None else torch.ones(h.shape[:2], device=h.device)).unsqueeze(-1)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (2B, C) mean over real tokens
+        a, b = pooled.float().chunk(2)
+        cos = F.cosine_similarity(a, b, dim=-1)  # (B,)
+        loss = F.mse_loss(cos, labels.float() / self.scale) if labels is not None else None
+        return HeadOutput(logits=(cos * self.scale).unsqueeze(-1), loss=loss, pooled=pooled)
+
+
 def build_head(cfg: ModelConfig, head: HeadConfig, class_weights: Tensor | None = None) -> nn.Module:
     """The head module `head` describes, for a backbone of `cfg`."""
     head.check_fits(cfg)
@@ -191,4 +219,6 @@ def build_head(cfg: ModelConfig, head: HeadConfig, class_weights: Tensor | None 
         return SequenceHead(cfg, head.num_labels, class_weights, head.pad_token_id)
     if head.kind == "token":
         return TokenHead(cfg, head.num_labels)
+    if head.kind == "cosine":
+        return CosineHead(cfg, head.scale)
     return PoolerHead(cfg)

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import shutil
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from lmforge.checkpoint.io import (
 )
 from lmforge.checkpoint.state import unwrap
 from lmforge.config import FinetuneConfig, HeadConfig, save_config
-from lmforge.data.finetune import Encoded, FinetuneBatches, encode_examples
+from lmforge.data.finetune import Encoded, FinetuneBatches, encode_examples, encode_pairs_apart
 from lmforge.data.tasks import TaskData, read_task_file
 from lmforge.errors import ConfigError, DataError, UsageError
 from lmforge.tasks import Batch
@@ -97,7 +96,10 @@ class FinetuneResult:
     n_params: int
 
 
-def _head_for(cfg: FinetuneConfig, label_names: list[str] | None) -> HeadConfig:
+def _head_for(cfg: FinetuneConfig, label_names: list[str] | None, train: TaskData) -> HeadConfig:
+    if cfg.task == "regression" and cfg.pair_encoding == "bi":
+        top = max((abs(float(y)) for y in train.labels), default=1.0)  # STS-B: 5, so cos is trained against score / 5
+        return HeadConfig(kind="cosine", num_labels=1, scale=top or 1.0)
     if cfg.task == "classification":
         return HeadConfig(kind="sequence", num_labels=len(label_names or []))
     if cfg.task == "regression":
@@ -142,7 +144,9 @@ def read_files(cfg: FinetuneConfig, tokenizer: Any, model_max_len: int) -> TaskF
         )
     encoded = {}
     for split, data in (("train", train), ("validation", val), ("test", test)):
-        if data is not None:
+        if data is not None and cfg.pair_encoding == "bi":
+            encoded[split] = encode_pairs_apart(data, tokenizer, max_length)
+        elif data is not None:
             encoded[split] = encode_examples(data, tokenizer, max_length, template=d.template)
             if not encoded[split].examples:
                 raise DataError(f"{data.path}: no usable rows (all {len(data)} are empty)")
@@ -227,15 +231,14 @@ def finetune(
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
     files = read_files(cfg, tokenizer, source.cfg.max_seq_len)
     report = data_report(files)
-    head = _head_for(cfg, files.label_names)
+    head = _head_for(cfg, files.label_names, files.train)
     if cfg.task == "classification" and source.cfg.family in DECODERS:
         head = dataclasses.replace(head, pad_token_id=pad_id)
 
     t = cfg.train
-    batches = FinetuneBatches(files.encoded["train"].examples, t.batch_size * t.grad_accum, pad_id, cfg.task, t.seed)
-    # the sampler yields grad_accum micro-batches' worth of rows per optimizer step; the trainer splits nothing,
-    # so one micro-batch per step carries them (grad_accum > 1 is folded into the batch here)
-    steps_per_epoch = batches.steps_per_epoch
+    batches = FinetuneBatches(files.encoded["train"].examples, t.batch_size, pad_id, cfg.task, t.seed)
+    # an optimizer step takes grad_accum micro-batches of batch_size rows
+    steps_per_epoch = -(-batches.steps_per_epoch // t.grad_accum)
     max_steps = t.epochs * steps_per_epoch if t.epochs else t.max_steps
     warmup = t.warmup_steps or round(cfg.warmup_ratio * max_steps)
     eval_every = t.eval_every or steps_per_epoch
@@ -245,8 +248,6 @@ def finetune(
         warmup_steps=warmup,
         eval_every=eval_every,
         checkpoint_every=t.checkpoint_every or eval_every,
-        grad_accum=1,
-        batch_size=t.batch_size * t.grad_accum,
     )
     cfg = dataclasses.replace(cfg, model=source.cfg, head=head)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -360,4 +361,3 @@ def _check_same_run(cfg: FinetuneConfig, run_dir: Path) -> None:
                 f"--resume: {run_dir}/config.yaml was fine-tuned with another {name} "
                 f"({getattr(saved, name)!r}, now {getattr(cfg, name)!r}); start a new run to change it"
             )
-    _ = time  # the wall clock is the trainer's
