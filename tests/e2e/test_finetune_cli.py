@@ -185,6 +185,7 @@ def test_regression_learns_a_score(tiny_bert: Path, tmp_path: Path) -> None:
     assert spearmanr(scores, gold).statistic == pytest.approx(s["val"]["spearman"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_bi_encoder_regression_learns_similarity_and_exports_a_bert_model(tiny_bert: Path, tmp_path: Path) -> None:
     rng = random.Random(4)
 
@@ -238,6 +239,7 @@ def conll(path: Path, rng: random.Random, n: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_token_classification_learns_entities_and_exports(tiny_bert: Path, tmp_path: Path) -> None:
     rng = random.Random(2)
     train, dev = conll(tmp_path / "train.conll", rng, 200), conll(tmp_path / "dev.conll", rng, 50)
@@ -264,6 +266,7 @@ def test_token_classification_learns_entities_and_exports(tiny_bert: Path, tmp_p
         torch.testing.assert_close(ours(ids).logits, hf(ids).logits)
 
 
+@pytest.mark.slow
 def test_text_to_text_trains_on_targets_and_beats_the_base_model(tiny_gpt: Path, tmp_path: Path) -> None:
     rng = random.Random(3)
 
@@ -347,6 +350,7 @@ def test_regression_label_that_is_not_a_number_names_file_and_line(tiny_bert: Pa
     assert r.returncode == 1 and "line 3" in r.stderr and "'high'" in r.stderr and str(train) in r.stderr
 
 
+@pytest.mark.slow
 def test_interrupted_finetune_resumes_to_the_same_weights(
     tiny_bert: Path, sentiment: dict[str, Path], tmp_path
 ) -> None:
@@ -366,6 +370,7 @@ def test_interrupted_finetune_resumes_to_the_same_weights(
     assert a == b
 
 
+@pytest.mark.slow
 def test_lora_and_freeze_encoder(tiny_bert: Path, sentiment: dict[str, Path], tmp_path: Path) -> None:
     common = [
         "finetune", "--task", "classification", "--model", str(tiny_bert), "--train", str(sentiment["train"]),
