@@ -168,7 +168,7 @@ def hf_trainer_classification(
 
     args = transformers.TrainingArguments(
         output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=bs, per_device_eval_batch_size=64,
-        learning_rate=lr, warmup_ratio=0.06, weight_decay=0.01, lr_scheduler_type="linear", bf16=bf16,
+        learning_rate=lr, warmup_steps=0.06, weight_decay=0.01, lr_scheduler_type="linear", bf16=bf16,
         use_cpu=True, save_strategy="no", report_to=[], logging_steps=50, disable_tqdm=True, seed=1337,
         dataloader_num_workers=0,
     )  # fmt: skip
@@ -290,7 +290,7 @@ def hf_trainer_ner(d: Path, epochs: int, lr: float, out: Path) -> tuple[float, f
     test_ds = [encode(w, t) for w, t in zip(test.texts, test.labels)]
     args = transformers.TrainingArguments(
         output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=16, learning_rate=lr,
-        warmup_ratio=0.06, weight_decay=0.01, use_cpu=True, save_strategy="no", report_to=[], disable_tqdm=True,
+        warmup_steps=0.06, weight_decay=0.01, use_cpu=True, save_strategy="no", report_to=[], disable_tqdm=True,
         seed=1337,
     )  # fmt: skip
     collator = transformers.DataCollatorForTokenClassification(tok)

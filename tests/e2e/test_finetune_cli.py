@@ -477,3 +477,37 @@ def test_evaluate_lm_perplexity_and_bits_per_char(tiny_gpt: Path, tiny_bert: Pat
     assert m["bits_per_char"] == pytest.approx(total / math.log(2) / len(text), rel=1e-5)
     bert = lmforge("evaluate", str(tiny_bert), "--task", "lm", "--data", str(path))
     assert bert.returncode == 2 and "perplexity" in bert.stderr and "Traceback" not in bert.stderr
+
+
+# --- real weights, real data ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_minilm_learns_sst2_sentiment_and_its_export_matches_transformers(
+    minilm: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    lines = (shared_data / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "train.tsv").write_text("\n".join(lines[:401]) + "\n", encoding="utf-8")
+    dev = (shared_data / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "dev.tsv").write_text("\n".join(dev[:201]) + "\n", encoding="utf-8")
+    run = tmp_path / "sst2"
+    r = lmforge(
+        "finetune", "--task", "classification", "--model", str(minilm), "--train", str(tmp_path / "train.tsv"),
+        "--validation", str(tmp_path / "dev.tsv"), "--text-column", "sentence", "--label-column", "label",
+        "--out", str(run), "--train.epochs", "3", "--train.lr", "1e-4", "--train.batch_size", "16",
+        "--data.max_length", "64", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["val"]["accuracy"] >= 0.75  # 400 training sentences; the full set reaches ~0.9 (benchmarks/RESULTS.md)
+    assert s["new_weights"] == ["head.proj.bias", "head.proj.weight"]  # MiniLM's pooler is reused
+    assert lmforge("convert", "to-hf", str(run), str(tmp_path / "hf")).returncode == 0
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    batch = tok(["a gorgeous, witty, seductive movie.", "the plot is nothing but boilerplate clichés"],
+                padding=True, return_tensors="pt")  # fmt: skip
+    ours = load_model(run)
+    with torch.no_grad():
+        want = hf(**batch).logits
+        got = ours(batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"])
+    torch.testing.assert_close(got.logits, want, rtol=0, atol=1e-5)
+    assert want[0].argmax() == 1 and want[1].argmax() == 0

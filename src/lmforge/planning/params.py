@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import nn
-
 from lmforge.config import HeadConfig, ModelConfig
 
 
@@ -58,8 +56,3 @@ def summarize(cfg: ModelConfig, context: int | None = None, head: HeadConfig | N
         train_flops_per_token=3 * forward,
         shapes=shapes,
     )
-
-
-def count_params(model: nn.Module) -> int:
-    """Trainable parameters of a built model, tied matrices counted once."""
-    return sum(p.numel() for p in model.parameters())
