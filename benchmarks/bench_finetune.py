@@ -227,7 +227,7 @@ def stsb(args: argparse.Namespace) -> None:
     print(machine())
     d = DATA / "stsb"
     cols = ["--text-column", "5", "--text-pair-column", "6", "--label-column", "4"]
-    hp = ["--train.epochs", str(args.epochs), "--train.batch_size", "32", "--train.lr", str(args.lr)]
+    hp = ["--train.epochs", str(args.epochs), "--train.batch_size", str(args.batch_size), "--train.lr", str(args.lr)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         common = ["--model", str(minilm()), "--train", str(d / "sts-train.csv"), "--validation",
@@ -241,7 +241,7 @@ def stsb(args: argparse.Namespace) -> None:
             train = read_rows(d / "sts-train.csv", "5", "4", "6")
             test = read_rows(d / "sts-test.csv", "5", "4", "6")
             ref, ref_wall = hf_trainer_classification(
-                train, test, "5", "6", 1, args.epochs, args.lr, 32, 128, False, tmp / "hf", "spearman"
+                train, test, "5", "6", 1, args.epochs, args.lr, args.batch_size, 128, False, tmp / "hf", "spearman"
             )
             print(f"transformers Trainer cross-encoder: test spearman {ref['spearman']:.4f} in {ref_wall:.0f} s")
 
@@ -434,6 +434,7 @@ def main() -> None:
     s.add_argument("--epochs", type=int, default=3)
     s.add_argument("--lr", type=float, default=5e-5)
     s.add_argument("--routes", nargs="+", default=["cross", "bi"], choices=["cross", "bi"])
+    s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--skip-reference", action="store_true")
     s = sub.add_parser("ner")
     s.add_argument("--epochs", type=int, default=3)
