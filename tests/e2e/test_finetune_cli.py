@@ -493,12 +493,12 @@ def test_minilm_learns_sst2_sentiment_and_its_export_matches_transformers(
     r = lmforge(
         "finetune", "--task", "classification", "--model", str(minilm), "--train", str(tmp_path / "train.tsv"),
         "--validation", str(tmp_path / "dev.tsv"), "--text-column", "sentence", "--label-column", "label",
-        "--out", str(run), "--train.epochs", "3", "--train.lr", "1e-4", "--train.batch_size", "16",
+        "--out", str(run), "--train.epochs", "2", "--train.lr", "1e-4", "--train.batch_size", "16",
         "--data.max_length", "64", "--json",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
-    assert s["val"]["accuracy"] >= 0.75  # 400 training sentences; the full set reaches ~0.9 (benchmarks/RESULTS.md)
+    assert s["val"]["accuracy"] >= 0.72  # 400 sentences; 8,000 reach 0.85 (benchmarks/RESULTS.md)
     assert s["new_weights"] == ["head.proj.bias", "head.proj.weight"]  # MiniLM's pooler is reused
     assert lmforge("convert", "to-hf", str(run), str(tmp_path / "hf")).returncode == 0
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
