@@ -81,6 +81,23 @@ def prepare(args: argparse.Namespace, with_labels: bool):  # noqa: ANN201 - a tu
     return model, tokenizer, settings, data, encoded
 
 
+def predict_all(args: argparse.Namespace, model, tokenizer, data, encoded, bar) -> list[dict]:  # noqa: ANN001
+    """Records of every encoded example, with the shared flags' batch and generation settings."""
+    from lmforge.evaluation.tasks import GenerationSettings, predict
+
+    return predict(
+        model,
+        encoded,
+        pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0),
+        batch_size=args.batch_size,
+        label_names=model.labels,
+        tokenizer=tokenizer,
+        generation=GenerationSettings(args.max_new_tokens, args.num_beams),
+        progress=bar,
+        data=data,
+    )
+
+
 def progress_bar(total: int, desc: str, enabled: bool):  # noqa: ANN201 - a tqdm bar or None
     if not enabled:
         return None
@@ -90,7 +107,7 @@ def progress_bar(total: int, desc: str, enabled: bool):  # noqa: ANN201 - a tqdm
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from lmforge.evaluation.tasks import GenerationSettings, language_model_eval, predict, task_metrics
+    from lmforge.evaluation.tasks import language_model_eval, task_metrics
 
     model, tokenizer, settings, data, encoded = prepare(args, with_labels=True)
     if settings is None:
@@ -99,17 +116,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         task = "lm"
     else:
         bar = progress_bar(len(encoded), "evaluate", not args.json)
-        records = predict(
-            model,
-            encoded,
-            pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0),
-            batch_size=args.batch_size,
-            label_names=model.labels,
-            tokenizer=tokenizer,
-            generation=GenerationSettings(args.max_new_tokens, args.num_beams),
-            progress=bar,
-            data=data,
-        )
+        records = predict_all(args, model, tokenizer, data, encoded, bar)
         metrics = task_metrics(encoded, data, records, model.labels)
         metrics["examples"] = len(encoded)
         if encoded.skipped_empty:

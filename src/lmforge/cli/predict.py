@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lmforge.cli.evaluate import add_task_arguments, prepare, progress_bar
+from lmforge.cli.evaluate import add_task_arguments, predict_all, prepare, progress_bar
 
 EXAMPLES = """examples:
   lmforge predict runs/sst2 --data reviews.tsv --out predictions.jsonl     {"row", "label", "probs"}
@@ -34,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from lmforge.checkpoint.io import write_text_atomic
     from lmforge.errors import UsageError
-    from lmforge.evaluation.tasks import GenerationSettings, predict
 
     out = Path(args.out)
     if out.is_dir():
@@ -43,17 +42,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         raise UsageError("predict writes task predictions; for a language model use `lmforge generate`")
     model, tokenizer, settings, data, encoded = prepare(args, with_labels=False)
     bar = progress_bar(len(encoded), "predict", not args.json)
-    records = predict(
-        model,
-        encoded,
-        pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0),
-        batch_size=args.batch_size,
-        label_names=model.labels,
-        tokenizer=tokenizer,
-        generation=GenerationSettings(args.max_new_tokens, args.num_beams),
-        progress=bar,
-        data=data,
-    )
+    records = predict_all(args, model, tokenizer, data, encoded, bar)
     if bar is not None:
         bar.close()
     by_row = dict(zip(encoded.source_rows, records))
