@@ -81,7 +81,7 @@ def speed(args: argparse.Namespace) -> None:
 
     from lmforge.checkpoint.io import load_backbone
     from lmforge.config import HeadConfig, TrainConfig
-    from lmforge.training.finetune import SupervisedTask
+    from lmforge.tasks.supervised import SupervisedTask
     from lmforge.training.optim import build_optimizer
     from lmforge.training.step import train_step
 

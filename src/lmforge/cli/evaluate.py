@@ -63,6 +63,8 @@ def prepare(args: argparse.Namespace, with_labels: bool):  # noqa: ANN201 - a tu
     if args.max_length is not None and args.max_length < 1:
         raise UsageError(f"--max-length {args.max_length}: must be >= 1")
     model = lmforge.load_model(args.model, device=args.device)
+    if args.max_length is not None and args.max_length > model.cfg.max_seq_len:
+        raise UsageError(f"--max-length {args.max_length}: the model has {model.cfg.max_seq_len} positions")
     tokenizer = lmforge.load_tokenizer(args.model)
     if args.task == "lm":
         return model, tokenizer, None, None, None
@@ -78,6 +80,10 @@ def prepare(args: argparse.Namespace, with_labels: bool):  # noqa: ANN201 - a tu
     )
     data = read_inputs(args.data, settings, model.labels, with_labels)
     encoded = encode_for_prediction(data, tokenizer, settings)
+    if not encoded.examples:
+        from lmforge.errors import DataError
+
+        raise DataError(f"{args.data}: no usable rows (all {len(data)} have an empty text)")
     return model, tokenizer, settings, data, encoded
 
 

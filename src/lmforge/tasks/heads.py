@@ -42,7 +42,14 @@ class LMHead(nn.Module):
         super().__init__()
         self.proj = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
-    def forward(self, h: Tensor, attention_mask: Tensor | None, labels: Tensor | None, keep_logits: bool) -> HeadOutput:
+    def forward(
+        self,
+        h: Tensor,
+        attention_mask: Tensor | None,
+        labels: Tensor | None,
+        keep_logits: bool,
+        input_ids: Tensor | None = None,
+    ) -> HeadOutput:
         if labels is None:
             return HeadOutput(logits=self.proj(h))
         if keep_logits:
@@ -69,7 +76,14 @@ class MLMHead(nn.Module):
         """Everything before the decoder (dense, GELU, LayerNorm)."""
         return self.norm(self.act(self.dense(h)))
 
-    def forward(self, h: Tensor, attention_mask: Tensor | None, labels: Tensor | None, keep_logits: bool) -> HeadOutput:
+    def forward(
+        self,
+        h: Tensor,
+        attention_mask: Tensor | None,
+        labels: Tensor | None,
+        keep_logits: bool,
+        input_ids: Tensor | None = None,
+    ) -> HeadOutput:
         if labels is None:
             return HeadOutput(logits=self.decoder(self.transform(h)))
         # only the ~15% selected positions: the V-wide decoder is about half of a small BERT's FLOPs, and
@@ -117,7 +131,14 @@ class PoolerHead(nn.Module):
         super().__init__()
         self.pooler = Pooler(cfg) if cfg.family == "bert" else None
 
-    def forward(self, h: Tensor, attention_mask: Tensor | None, labels: Tensor | None, keep_logits: bool) -> HeadOutput:
+    def forward(
+        self,
+        h: Tensor,
+        attention_mask: Tensor | None,
+        labels: Tensor | None,
+        keep_logits: bool,
+        input_ids: Tensor | None = None,
+    ) -> HeadOutput:
         if labels is not None:
             raise ValueError("a model without a task head has no loss; attach a head (lmforge.tasks.load_backbone)")
         return HeadOutput(pooled=pool(h, attention_mask, self.pooler))
@@ -173,7 +194,14 @@ class TokenHead(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, num_labels, bias=True)
 
-    def forward(self, h: Tensor, attention_mask: Tensor | None, labels: Tensor | None, keep_logits: bool) -> HeadOutput:
+    def forward(
+        self,
+        h: Tensor,
+        attention_mask: Tensor | None,
+        labels: Tensor | None,
+        keep_logits: bool,
+        input_ids: Tensor | None = None,
+    ) -> HeadOutput:
         logits = self.proj(self.dropout(h))  # (B, T, L)
         loss = None
         if labels is not None:
@@ -195,7 +223,14 @@ class CosineHead(nn.Module):
             self.pooler.requires_grad_(False)
         self.scale = scale
 
-    def forward(self, h: Tensor, attention_mask: Tensor | None, labels: Tensor | None, keep_logits: bool) -> HeadOutput:
+    def forward(
+        self,
+        h: Tensor,
+        attention_mask: Tensor | None,
+        labels: Tensor | None,
+        keep_logits: bool,
+        input_ids: Tensor | None = None,
+    ) -> HeadOutput:
         if h.shape[0] % 2:
             raise ValueError(
                 f"a cosine head needs the batch as two halves (sentences a, then b); got {h.shape[0]} rows"

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from lmforge.config import HeadConfig, ModelConfig
 from lmforge.models import Backbone, KVCache, build_backbone
 from lmforge.models.init import init_normal
-from lmforge.tasks.heads import SequenceHead, build_head
+from lmforge.tasks.heads import build_head
 
 
 @dataclass
@@ -83,10 +83,7 @@ class TaskModel(nn.Module):
                 so the loss is fused with the decoder and the (N, V) logits are never built.
         """
         h = self.backbone.encode(input_ids, attention_mask, token_type_ids, position_ids, cache)
-        if isinstance(self.head, SequenceHead):  # a decoder without attention_mask finds its last token by pad id
-            out = self.head(h, attention_mask, labels, keep_logits, input_ids)
-        else:
-            out = self.head(h, attention_mask, labels, keep_logits)
+        out = self.head(h, attention_mask, labels, keep_logits, input_ids)
         return TaskOutput(last_hidden_state=h, logits=out.logits, loss=out.loss, pooled=out.pooled)
 
 

@@ -37,36 +37,13 @@ from lmforge.config import FinetuneConfig, HeadConfig, save_config
 from lmforge.data.finetune import Encoded, FinetuneBatches, encode_examples, encode_pairs_apart
 from lmforge.data.tasks import TaskData, read_task_file
 from lmforge.errors import ConfigError, DataError, UsageError
-from lmforge.tasks import Batch
+from lmforge.tasks.supervised import SupervisedTask
 from lmforge.training.logging import plot_runs
 from lmforge.training.pretrain import check_run_dir
 from lmforge.training.trainer import Monitor, Trainer, TrainResult, resolve_device, seed_everything
 
 DECODERS = ("gpt1", "gpt2", "modern")
 BEST = "best"  # run_dir/best/: the export of the best validation evaluation so far
-
-
-@dataclass
-class SupervisedTask:
-    """The Task of every fine-tuning objective: the head computes the loss from the batch's labels."""
-
-    name: str
-
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        return model(
-            batch["input_ids"],
-            attention_mask=batch.get("attention_mask"),
-            token_type_ids=batch.get("token_type_ids"),
-            labels=batch["labels"],
-        ).loss
-
-    @torch.no_grad()
-    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, float]:
-        n = batch["input_ids"].shape[0]
-        return {"loss_sum": float(self.loss(model, batch)) * n, "n": n}
-
-    def finalize_metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return {"loss": sums["loss_sum"] / max(sums["n"], 1.0)}
 
 
 @dataclass
